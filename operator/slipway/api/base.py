@@ -1,0 +1,103 @@
+"""Shared pieces of the typed API: the model base class, CEL rule helpers and conditions.
+
+Every schema rule lives next to the field it guards, so `crds/` (generated from these types)
+and the operator (which parses objects with them) can never disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+DURATION_PATTERN = "^([0-9]+([.][0-9]+)?(ms|s|m|h))+$"  # no backslashes: it is embedded in CEL
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+ARTIFACT_SCHEMES = ("s3", "gs", "file", "pvc")
+
+
+class ApiModel(BaseModel):
+    """Base of every API type: camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class StatusModel(BaseModel):
+    """Base of status types: camelCase on the wire, lenient when reading older objects."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+def rule(expr: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One CEL `x-kubernetes-validations` entry; `field_path` points the error at a child."""
+    entry = {"rule": expr, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+def rules(*entries: dict[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": list(entries)}
+
+
+def duration_rule(field: str) -> dict[str, Any]:
+    return rules(
+        rule(
+            f"self.matches('{DURATION_PATTERN}')",
+            f"{field} must be a duration such as 500ms, 30s, 5m or 1h",
+        )
+    )
+
+
+def quantity_rule(field: str) -> dict[str, Any]:
+    return rules(
+        rule("isQuantity(self)", f"{field} must be a Kubernetes quantity such as 512Mi, 16Gi or 2")
+    )
+
+
+def uri_rule(field: str, schemes: tuple[str, ...]) -> dict[str, Any]:
+    alternatives = "|".join(schemes)
+    listed = ", ".join(f"{s}://" for s in schemes)
+    return rules(
+        rule(f"self.matches('^({alternatives})://.+')", f"{field} must be a URI starting with {listed}")
+    )
+
+
+def dns_label_rule(field: str) -> dict[str, Any]:
+    return rules(
+        rule(
+            f"self.matches('{DNS_LABEL_PATTERN}')",
+            f"{field} must be a DNS-1123 label: lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit",
+        )
+    )
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(StatusModel):
+    """A Kubernetes API convention condition."""
+
+    type: str = Field(description="Type of condition, e.g. Ready.", max_length=64)
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field("", description="CamelCase reason for the last transition.", max_length=128)
+    message: str = Field("", description="Human-readable detail of the last transition.", max_length=4096)
+    observed_generation: int | None = Field(
+        None, description="The .metadata.generation this condition was computed from."
+    )
+    last_transition_time: str | None = Field(
+        None, description="When the status last changed (RFC 3339)."
+    )
+
+
+CONDITIONS_LIST = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+
+
+def conditions_field() -> Any:
+    return Field(
+        default_factory=list,
+        description="Current state of the resource, following the Kubernetes API conventions.",
+        json_schema_extra=CONDITIONS_LIST,
+        max_length=16,
+    )

@@ -1,0 +1,230 @@
+"""Generates the CustomResourceDefinitions from the typed API: the one schema source.
+
+Pydantic's JSON schema is turned into a structural OpenAPI v3 schema: references inlined,
+optional unions collapsed, `int | str` as int-or-string, titles dropped, and the CEL rules that
+sit on the types carried over as `x-kubernetes-validations`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from .. import GROUP, VERSION
+from .modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from .modelversion import ModelVersionSpec, ModelVersionStatus
+from .trainingrun import TrainingRunSpec, TrainingRunStatus
+
+CATEGORY = "slipway"
+
+
+@dataclass(frozen=True)
+class Kind:
+    kind: str
+    plural: str
+    short_names: list[str]
+    spec: type[BaseModel]
+    status: type[BaseModel]
+    description: str
+    columns: list[dict[str, Any]]
+    selectable_fields: list[str] = field(default_factory=list)
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def name(self) -> str:
+        return f"{self.plural}.{GROUP}"
+
+
+def _column(name: str, path: str, type_: str = "string", description: str = "", priority: int = 0) -> dict[str, Any]:
+    col: dict[str, Any] = {"name": name, "type": type_, "jsonPath": path}
+    if description:
+        col["description"] = description
+    if priority:
+        col["priority"] = priority
+    return col
+
+
+AGE = _column("Age", ".metadata.creationTimestamp", "date")
+
+KINDS: list[Kind] = [
+    Kind(
+        kind="TrainingRun",
+        plural="trainingruns",
+        short_names=["tr"],
+        spec=TrainingRunSpec,
+        status=TrainingRunStatus,
+        description="A training job on Feast features, run by Ray Train through a KubeRay RayJob.",
+        columns=[
+            _column("Model", ".spec.model"),
+            _column("Phase", ".status.phase"),
+            _column("Workers", ".spec.scaling.workers", "integer"),
+            _column("GPUs", ".spec.scaling.gpusPerWorker", "integer", "GPUs per worker"),
+            _column("Metric", ".status.evaluation.value", "number", "The evaluation metric's value"),
+            _column("Version", ".status.modelVersion", description="The ModelVersion made"),
+            AGE,
+        ],
+        selectable_fields=[".spec.model"],
+    ),
+    Kind(
+        kind="ModelVersion",
+        plural="modelversions",
+        short_names=["mv"],
+        spec=ModelVersionSpec,
+        status=ModelVersionStatus,
+        description="An immutable registry record of one trained model.",
+        columns=[
+            _column("Model", ".spec.model"),
+            _column("Version", ".spec.version", "integer"),
+            _column("Metric", ".status.metric"),
+            _column("Gates", ".status.gatesPassed", "boolean", "Passed its gates"),
+            AGE,
+        ],
+        selectable_fields=[".spec.model"],
+    ),
+    Kind(
+        kind="ModelDeployment",
+        plural="modeldeployments",
+        short_names=["md"],
+        spec=ModelDeploymentSpec,
+        status=ModelDeploymentStatus,
+        description="Serves a model through KServe with a Direct, Canary or BlueGreen rollout.",
+        columns=[
+            _column("Model", ".spec.model"),
+            _column("Strategy", ".spec.strategy.type"),
+            _column("Stable", ".status.stableVersion", "integer"),
+            _column("Candidate", ".status.candidateVersion", "integer"),
+            _column("Weight", ".status.canaryWeight", "integer", "Traffic percent on the candidate"),
+            _column("Phase", ".status.phase"),
+            AGE,
+            _column("URL", ".status.url", priority=1),
+        ],
+        selectable_fields=[".spec.model"],
+    ),
+]
+
+_DROP = {"title", "$defs", "additionalProperties"}
+
+
+def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A structural OpenAPI v3 schema for `model`, as the apiserver requires for CRDs."""
+    raw = model.model_json_schema(by_alias=True)
+    defs = raw.get("$defs", {})
+    return _convert(raw, defs)
+
+
+def _convert(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_convert(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = dict(node)
+    if "$ref" in node:
+        target = defs[node.pop("$ref").split("/")[-1]]
+        return _convert({**target, **node}, defs)  # siblings (description, rules) win over the target's
+    if "anyOf" in node:
+        options = [o for o in node.pop("anyOf") if o.get("type") != "null"]
+        if node.get("default", 0) is None:
+            node.pop("default")
+        types = sorted(o.get("type", "") for o in options)
+        if types == ["integer", "string"]:
+            node["x-kubernetes-int-or-string"] = True
+        elif len(options) == 1:
+            return _convert({**options[0], **node}, defs)
+        else:
+            raise ValueError(f"unsupported union in schema: {options}")
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "additionalProperties" and isinstance(value, dict):
+            out[key] = _convert(value, defs)
+        elif key in _DROP:
+            continue
+        elif key == "properties":
+            required = set(node.get("required", []))
+            out[key] = {name: _property(prop, name in required, defs) for name, prop in value.items()}
+        elif key == "items":
+            out[key] = _convert(value, defs)
+        elif key == "const":
+            out["enum"] = [value]
+        elif key in ("exclusiveMinimum", "exclusiveMaximum"):  # JSON Schema 2020 -> OpenAPI 3.0
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
+        else:
+            out[key] = value
+    return out
+
+
+def _property(raw: dict[str, Any], required: bool, defs: dict[str, Any]) -> Any:
+    converted = _convert(raw, defs)
+    optional = "anyOf" in raw  # `X | None`: absent means "not set", so no default object
+    if not required and not optional and "properties" in converted and "default" not in converted:
+        # An omitted sub-object defaults to its fields' defaults, as the Python types do.
+        converted["default"] = {
+            name: prop["default"] for name, prop in converted["properties"].items() if "default" in prop
+        }
+    return converted
+
+
+def crd(kind: Kind) -> dict[str, Any]:
+    spec = structural_schema(kind.spec)
+    status = structural_schema(kind.status)
+    spec["description"] = kind.spec.__doc__.strip().splitlines()[0] if kind.spec.__doc__ else f"{kind.kind} spec."
+    status["description"] = f"Observed state of the {kind.kind}, written by the operator."
+    version: dict[str, Any] = {
+        "name": VERSION,
+        "served": True,
+        "storage": True,
+        "subresources": {"status": {}},
+        "additionalPrinterColumns": kind.columns,
+        "schema": {
+            "openAPIV3Schema": {
+                "type": "object",
+                "description": kind.description,
+                "required": ["spec"],
+                "properties": {
+                    "apiVersion": {"type": "string", "description": "API version of the object."},
+                    "kind": {"type": "string", "description": "Kind of the object."},
+                    "metadata": {"type": "object"},
+                    "spec": spec,
+                    "status": status,
+                },
+            }
+        },
+    }
+    if kind.selectable_fields:
+        version["selectableFields"] = [{"jsonPath": p} for p in kind.selectable_fields]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": kind.name},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind.kind,
+                "listKind": f"{kind.kind}List",
+                "plural": kind.plural,
+                "singular": kind.singular,
+                "shortNames": kind.short_names,
+                "categories": [CATEGORY],
+            },
+            "versions": [version],
+        },
+    }
+
+
+HEADER = "# Generated by `slipway crds` from operator/slipway/api; do not edit.\n"
+
+
+def render(kind: Kind) -> str:
+    return HEADER + yaml.safe_dump(crd(kind), sort_keys=False, width=120)
+
+
+def rendered_files() -> dict[str, str]:
+    """File name -> YAML text for every CRD, as committed under crds/."""
+    return {f"{kind.name}.yaml": render(kind) for kind in KINDS}

@@ -1,0 +1,217 @@
+"""ModelDeployment: serves a ModelVersion through KServe with a Direct, Canary or BlueGreen rollout."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .base import (
+    ApiModel,
+    Condition,
+    StatusModel,
+    conditions_field,
+    dns_label_rule,
+    duration_rule,
+    quantity_rule,
+    rule,
+    rules,
+    uri_rule,
+)
+
+DeploymentPhase = Literal["Pending", "Stable", "Progressing", "Paused", "RollingBack", "Degraded", "Failed"]
+StrategyType = Literal["Canary", "BlueGreen", "Direct"]
+AnalysisMetricName = Literal["error-rate", "latency-p95", "latency-p99", "prediction-mean-shift", "custom"]
+
+RESOURCE_NAMES = ("cpu", "memory", "nvidia.com/gpu", "ephemeral-storage")
+
+
+def _resource_map(field: str) -> dict[str, object]:
+    allowed = ", ".join(RESOURCE_NAMES)
+    return rules(
+        rule(
+            "self.all(k, k in " + str(list(RESOURCE_NAMES)).replace('"', "'") + ")",
+            f"{field} keys must be among {allowed}",
+        ),
+        rule("self.all(k, isQuantity(self[k]))", f"{field} values must be Kubernetes quantities such as 500m or 2Gi"),
+    )
+
+
+class Resources(ApiModel):
+    requests: dict[str, str] = Field(
+        default_factory=dict,
+        description="Resource requests (cpu, memory, nvidia.com/gpu) as quantities.",
+        max_length=4,
+        json_schema_extra=_resource_map("spec.predictor.resources.requests"),
+    )
+    limits: dict[str, str] = Field(
+        default_factory=dict,
+        description="Resource limits (cpu, memory, nvidia.com/gpu) as quantities.",
+        max_length=4,
+        json_schema_extra=_resource_map("spec.predictor.resources.limits"),
+    )
+
+
+class OnlineFeatures(ApiModel):
+    feature_service: str = Field(description="Feast feature service read from the online store.", min_length=1, max_length=128)
+    entity_key: str = Field(description="Request field holding the entity key (e.g. customer_id).", min_length=1, max_length=128)
+
+
+class Predictor(ApiModel):
+    model_config = {
+        "json_schema_extra": rules(
+            rule(
+                "self.minReplicas <= self.maxReplicas",
+                "spec.predictor.minReplicas must be less than or equal to spec.predictor.maxReplicas",
+                ".minReplicas",
+            )
+        )
+    }
+
+    image: str = Field(description="Predictor container image (a KServe model server).", min_length=1, max_length=512)
+    min_replicas: int = Field(1, ge=0, le=1000, description="Fewest replicas (0 allows scale to zero).")
+    max_replicas: int = Field(1, ge=1, le=1000, description="Most replicas; at least minReplicas.")
+    resources: Resources = Field(default_factory=Resources, description="Container resources.")
+    features: OnlineFeatures | None = Field(None, description="Enrich requests with Feast online features.")
+
+
+class Prometheus(ApiModel):
+    url: str = Field(
+        "http://prometheus.monitoring:9090",
+        description="Prometheus base URL (http:// or https://) the analysis queries.",
+        max_length=2048,
+        json_schema_extra=uri_rule("spec.prometheus.url", ("http", "https")),
+    )
+
+
+class CanaryStep(ApiModel):
+    weight: int = Field(ge=1, le=100, description="Candidate traffic percent at this step (1..100).")
+    pause: str = Field(
+        "0s", description="How long to hold this step before analysis (e.g. 60s).", max_length=32,
+        json_schema_extra=duration_rule("pause"),
+    )
+
+
+class AnalysisMetric(ApiModel):
+    model_config = {
+        "json_schema_extra": rules(
+            rule("self.name != 'custom' || has(self.query)", "a custom analysis metric needs a query", ".query"),
+            rule("self.name == 'custom' || !has(self.query)", "only a custom analysis metric takes a query", ".query"),
+            rule("has(self.min) || has(self.max)", "an analysis metric needs a min or a max threshold"),
+        )
+    }
+
+    name: AnalysisMetricName = Field(
+        description="error-rate, latency-p95, latency-p99 (seconds), prediction-mean-shift, or custom (PromQL in query)."
+    )
+    query: str | None = Field(
+        None,
+        description="PromQL for custom; {{candidate}}, {{stable}} and {{namespace}} are substituted.",
+        min_length=1,
+        max_length=4096,
+    )
+    min: float | None = Field(None, description="Fail when the value is below this.")
+    max: float | None = Field(None, description="Fail when the value is above this.")
+
+
+class Analysis(ApiModel):
+    interval: str = Field(
+        "30s", description="Time between measurements.", max_length=32, json_schema_extra=duration_rule("interval")
+    )
+    failure_limit: int = Field(1, ge=0, le=100, description="Failed measurements tolerated before rolling back.")
+    metrics: list[AnalysisMetric] = Field(
+        default_factory=list, description="Metrics that must hold for the rollout to advance.", max_length=16
+    )
+
+
+class Canary(ApiModel):
+    steps: list[CanaryStep] = Field(
+        description="Weighted steps; weights strictly increasing in 1..100.",
+        min_length=1,
+        max_length=20,
+        json_schema_extra=rules(
+            rule(
+                "self.map(s, s.weight).isSorted() && self.all(a, self.exists_one(b, b.weight == a.weight))",
+                "spec.strategy.canary.steps: weights must be strictly increasing",
+            )
+        ),
+    )
+    analysis: Analysis = Field(default_factory=Analysis, description="Analysis run before each step advances.")
+
+
+class BlueGreen(ApiModel):
+    preview_weight: int = Field(0, ge=0, le=100, description="Traffic percent sent to the candidate before the switch.")
+    auto_promote: bool = Field(True, description="Switch by itself once analysis passes.")
+    scale_down_delay: str = Field(
+        "300s",
+        description="How long the old version stays warm after the switch, for an instant switch back.",
+        max_length=32,
+        json_schema_extra=duration_rule("scaleDownDelay"),
+    )
+    analysis: Analysis = Field(default_factory=Analysis, description="Analysis run before the switch.")
+
+
+class Strategy(ApiModel):
+    model_config = {
+        "json_schema_extra": rules(
+            rule("self.type != 'Canary' || has(self.canary)", "spec.strategy.canary is required when type is Canary", ".canary")
+        )
+    }
+
+    type: StrategyType = Field("Direct", description="Canary, BlueGreen or Direct.")
+    canary: Canary | None = Field(None, description="Canary steps and analysis.")
+    blue_green: BlueGreen = Field(default_factory=BlueGreen, description="Blue-green settings.")
+
+
+class ModelDeploymentSpec(ApiModel):
+    model: str = Field(
+        description="Model name (a DNS-1123 label) whose ModelVersions are served.",
+        max_length=63,
+        json_schema_extra=dns_label_rule("spec.model"),
+    )
+    version: int | str = Field(
+        "latest",
+        description="A version number, or 'latest' (the newest version that passed its gates).",
+        json_schema_extra=rules(
+            rule(
+                "type(self) == int ? self >= 1 : (self == 'latest' || self.matches('^[1-9][0-9]*$'))",
+                "spec.version must be 'latest' or a version number of at least 1",
+            )
+        ),
+    )
+    predictor: Predictor = Field(description="The model server.")
+    traffic: Literal["gateway", "kserve"] = Field(
+        "gateway",
+        description="gateway: two InferenceServices behind a Gateway API HTTPRoute; kserve: canaryTrafficPercent.",
+    )
+    prometheus: Prometheus = Field(default_factory=Prometheus, description="Where analysis metrics are read.")
+    strategy: Strategy = Field(default_factory=Strategy, description="How a new version is rolled out.")
+
+
+class AnalysisResult(StatusModel):
+    metric: str = Field("", description="Analysis metric name.")
+    value: float | None = Field(None, description="Measured value; empty when inconclusive.")
+    verdict: Literal["Passed", "Failed", "Inconclusive"] = Field("Inconclusive", description="Passed, Failed or Inconclusive.")
+    message: str = Field("", description="Detail, e.g. why it was inconclusive.")
+    time: str | None = Field(None, description="When it was measured (RFC 3339).")
+
+
+class HistoryEntry(StatusModel):
+    version: int = Field(description="The version.")
+    outcome: str = Field(description="Promoted, RolledBack, Superseded or Replaced.")
+    time: str | None = Field(None, description="When (RFC 3339).")
+    reason: str = Field("", description="Why.")
+
+
+class ModelDeploymentStatus(StatusModel):
+    phase: DeploymentPhase = Field("Pending", description="Pending, Stable, Progressing, Paused, RollingBack, Degraded or Failed.")
+    observed_generation: int | None = Field(None, description="The .metadata.generation last reconciled.")
+    conditions: list[Condition] = conditions_field()
+    stable_version: int | None = Field(None, description="The version serving (most) traffic.")
+    candidate_version: int | None = Field(None, description="The version being rolled out.")
+    canary_weight: int = Field(0, description="Traffic percent on the candidate.")
+    step: int | None = Field(None, description="Current canary step (from 0).")
+    url: str = Field("", description="The endpoint URL.")
+    analysis: list[AnalysisResult] = Field(default_factory=list, description="The last analysis results.")
+    history: list[HistoryEntry] = Field(default_factory=list, description="Past rollouts, newest last.")
+    message: str = Field("", description="Human-readable summary of the current state.")

@@ -1,0 +1,189 @@
+"""Runs etcd and kube-apiserver on free loopback ports and writes a kubeconfig for them."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import TracebackType
+
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from .assets import Assets, find_assets
+
+STATE_FILE = "controlplane.json"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class State:
+    """What `slipway dev down` needs to stop a control plane started elsewhere."""
+
+    pids: list[int]
+    port: int
+    kubeconfig: str
+
+
+class ControlPlane:
+    """etcd + kube-apiserver as child processes; a context manager that always stops them."""
+
+    def __init__(self, workdir: Path, assets: Assets | None = None) -> None:
+        self.workdir = workdir
+        self.assets = assets or find_assets()
+        self.kubeconfig = workdir / "kubeconfig"
+        self.port = 0
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def __enter__(self) -> ControlPlane:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: tuple[type[BaseException], BaseException, TracebackType] | None) -> None:
+        self.stop()
+
+    def start(self, timeout: float = 120) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_hex(16)
+        etcd_port, peer_port, self.port = free_port(), free_port(), free_port()
+        self._spawn(
+            "etcd",
+            [
+                str(self.assets.etcd),
+                "--name=default",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-cluster=default=http://127.0.0.1:{peer_port}",
+                "--unsafe-no-fsync=true",  # throwaway data: durability buys nothing here
+                "--log-level=warn",
+            ],
+        )
+        key = self.workdir / "service-account.key"
+        key.write_bytes(
+            rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        tokens = self.workdir / "tokens.csv"
+        tokens.write_text(f'{token},admin,admin,"system:masters"\n')
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(self.assets.kube_apiserver),
+                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--endpoint-reconciler-type=none",  # loopback cannot be a Service endpoint
+                f"--secure-port={self.port}",
+                f"--cert-dir={self.workdir / 'certs'}",
+                f"--token-auth-file={tokens}",
+                "--authorization-mode=RBAC",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                f"--service-account-key-file={key}",
+                f"--service-account-signing-key-file={key}",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                # No controller-manager runs, so nothing would make the default ServiceAccounts.
+                "--disable-admission-plugins=ServiceAccount",
+                "--allow-privileged=true",
+                "--v=0",
+            ],
+        )
+        self._wait_ready(token, timeout)
+        ca = (self.workdir / "certs" / "apiserver.crt").read_text()
+        self._write_kubeconfig(token, ca)
+        (self.workdir / STATE_FILE).write_text(
+            json.dumps(asdict(State([p.pid for p in self._procs], self.port, str(self.kubeconfig))))
+        )
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self._procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+
+    def _wait_ready(self, token: str, timeout: float) -> None:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # readiness only; clients verify against the CA below
+        request = urllib.request.Request(
+            f"https://127.0.0.1:{self.port}/readyz", headers={"Authorization": f"Bearer {token}"}
+        )
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            for proc in self._procs:
+                if proc.poll() is not None:
+                    self.stop()
+                    raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}; see {self.workdir}/*.log")
+            try:
+                with urllib.request.urlopen(request, context=context, timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except OSError as error:
+                last = str(error)
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"kube-apiserver not ready after {timeout}s: {last}")
+
+    def _write_kubeconfig(self, token: str, ca_pem: str) -> None:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "slipway",
+                    "cluster": {
+                        "server": f"https://127.0.0.1:{self.port}",
+                        "certificate-authority-data": base64.b64encode(ca_pem.encode()).decode(),
+                    },
+                }
+            ],
+            "users": [{"name": "admin", "user": {"token": token}}],
+            "contexts": [{"name": "slipway", "context": {"cluster": "slipway", "user": "admin"}}],
+            "current-context": "slipway",
+        }
+        self.kubeconfig.write_text(yaml.safe_dump(config))
+        self.kubeconfig.chmod(0o600)
+
+    def stop(self) -> None:
+        for proc in reversed(self._procs):  # apiserver first, then etcd
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        self._procs.clear()
+        (self.workdir / STATE_FILE).unlink(missing_ok=True)
+
+
+def stop_recorded(workdir: Path) -> bool:
+    """Stops a control plane whose state file is in workdir; False when none was running."""
+    path = workdir / STATE_FILE
+    if not path.exists():
+        return False
+    state = State(**json.loads(path.read_text()))
+    for pid in reversed(state.pids):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    path.unlink(missing_ok=True)
+    return True
