@@ -40,6 +40,11 @@ def rules(*entries: dict[str, str]) -> dict[str, Any]:
     return {"x-kubernetes-validations": list(entries)}
 
 
+def cel(*entries: dict[str, str]) -> ConfigDict:
+    """Model config carrying object-level CEL rules (rules that compare sibling fields)."""
+    return ConfigDict(json_schema_extra=rules(*entries))
+
+
 def duration_rule(field: str) -> dict[str, Any]:
     return rules(
         rule(
@@ -50,17 +55,13 @@ def duration_rule(field: str) -> dict[str, Any]:
 
 
 def quantity_rule(field: str) -> dict[str, Any]:
-    return rules(
-        rule("isQuantity(self)", f"{field} must be a Kubernetes quantity such as 512Mi, 16Gi or 2")
-    )
+    return rules(rule("isQuantity(self)", f"{field} must be a Kubernetes quantity such as 512Mi, 16Gi or 2"))
 
 
 def uri_rule(field: str, schemes: tuple[str, ...]) -> dict[str, Any]:
     alternatives = "|".join(schemes)
     listed = ", ".join(f"{s}://" for s in schemes)
-    return rules(
-        rule(f"self.matches('^({alternatives})://.+')", f"{field} must be a URI starting with {listed}")
-    )
+    return rules(rule(f"self.matches('^({alternatives})://.+')", f"{field} must be a URI starting with {listed}"))
 
 
 def dns_label_rule(field: str) -> dict[str, Any]:
@@ -86,12 +87,10 @@ class Condition(StatusModel):
     observed_generation: int | None = Field(
         None, description="The .metadata.generation this condition was computed from."
     )
-    last_transition_time: str | None = Field(
-        None, description="When the status last changed (RFC 3339)."
-    )
+    last_transition_time: str | None = Field(None, description="When the status last changed (RFC 3339).")
 
 
-CONDITIONS_LIST = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+CONDITIONS_LIST: dict[str, Any] = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
 
 
 def conditions_field() -> Any:

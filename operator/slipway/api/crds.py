@@ -115,7 +115,8 @@ def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
     """A structural OpenAPI v3 schema for `model`, as the apiserver requires for CRDs."""
     raw = model.model_json_schema(by_alias=True)
     defs = raw.get("$defs", {})
-    return _convert(raw, defs)
+    schema: dict[str, Any] = _convert(raw, defs)
+    return schema
 
 
 def _convert(node: Any, defs: dict[str, Any]) -> Any:
@@ -225,6 +226,43 @@ def render(kind: Kind) -> str:
     return HEADER + yaml.safe_dump(crd(kind), sort_keys=False, width=120)
 
 
+def _peering_crd(kind: str, plural: str, scope: str) -> dict[str, Any]:
+    """Kopf's peering kinds (leader election between operator replicas), with a schema of our own."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.kopf.dev"},
+        "spec": {
+            "group": "kopf.dev",
+            "scope": scope,
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "Kopf peering: which operator replicas are alive, for leader election.",
+                            "properties": {"status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+PEERING_CRDS = [
+    _peering_crd("ClusterKopfPeering", "clusterkopfpeerings", "Cluster"),
+    _peering_crd("KopfPeering", "kopfpeerings", "Namespaced"),
+]
+
+
 def rendered_files() -> dict[str, str]:
-    """File name -> YAML text for every CRD, as committed under crds/."""
-    return {f"{kind.name}.yaml": render(kind) for kind in KINDS}
+    """File name -> YAML text for every CRD, as committed under crds/ and the chart's crds/."""
+    files = {f"{kind.name}.yaml": render(kind) for kind in KINDS}
+    for peering in PEERING_CRDS:
+        files[f"{peering['metadata']['name']}.yaml"] = HEADER + yaml.safe_dump(peering, sort_keys=False, width=120)
+    return files

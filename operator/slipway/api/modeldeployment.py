@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -10,10 +10,10 @@ from .base import (
     ApiModel,
     Condition,
     StatusModel,
+    cel,
     conditions_field,
     dns_label_rule,
     duration_rule,
-    quantity_rule,
     rule,
     rules,
     uri_rule,
@@ -26,7 +26,7 @@ AnalysisMetricName = Literal["error-rate", "latency-p95", "latency-p99", "predic
 RESOURCE_NAMES = ("cpu", "memory", "nvidia.com/gpu", "ephemeral-storage")
 
 
-def _resource_map(field: str) -> dict[str, object]:
+def _resource_map(field: str) -> dict[str, Any]:
     allowed = ", ".join(RESOURCE_NAMES)
     return rules(
         rule(
@@ -53,20 +53,22 @@ class Resources(ApiModel):
 
 
 class OnlineFeatures(ApiModel):
-    feature_service: str = Field(description="Feast feature service read from the online store.", min_length=1, max_length=128)
-    entity_key: str = Field(description="Request field holding the entity key (e.g. customer_id).", min_length=1, max_length=128)
+    feature_service: str = Field(
+        description="Feast feature service read from the online store.", min_length=1, max_length=128
+    )
+    entity_key: str = Field(
+        description="Request field holding the entity key (e.g. customer_id).", min_length=1, max_length=128
+    )
 
 
 class Predictor(ApiModel):
-    model_config = {
-        "json_schema_extra": rules(
-            rule(
-                "self.minReplicas <= self.maxReplicas",
-                "spec.predictor.minReplicas must be less than or equal to spec.predictor.maxReplicas",
-                ".minReplicas",
-            )
+    model_config = cel(
+        rule(
+            "self.minReplicas <= self.maxReplicas",
+            "spec.predictor.minReplicas must be less than or equal to spec.predictor.maxReplicas",
+            ".minReplicas",
         )
-    }
+    )
 
     image: str = Field(description="Predictor container image (a KServe model server).", min_length=1, max_length=512)
     min_replicas: int = Field(1, ge=0, le=1000, description="Fewest replicas (0 allows scale to zero).")
@@ -87,22 +89,22 @@ class Prometheus(ApiModel):
 class CanaryStep(ApiModel):
     weight: int = Field(ge=1, le=100, description="Candidate traffic percent at this step (1..100).")
     pause: str = Field(
-        "0s", description="How long to hold this step before analysis (e.g. 60s).", max_length=32,
+        "0s",
+        description="How long to hold this step before analysis (e.g. 60s).",
+        max_length=32,
         json_schema_extra=duration_rule("pause"),
     )
 
 
 class AnalysisMetric(ApiModel):
-    model_config = {
-        "json_schema_extra": rules(
-            rule("self.name != 'custom' || has(self.query)", "a custom analysis metric needs a query", ".query"),
-            rule("self.name == 'custom' || !has(self.query)", "only a custom analysis metric takes a query", ".query"),
-            rule("has(self.min) || has(self.max)", "an analysis metric needs a min or a max threshold"),
-        )
-    }
+    model_config = cel(
+        rule("self.name != 'custom' || has(self.query)", "a custom analysis metric needs a query", ".query"),
+        rule("self.name == 'custom' || !has(self.query)", "only a custom analysis metric takes a query", ".query"),
+        rule("has(self.min) || has(self.max)", "an analysis metric needs a min or a max threshold"),
+    )
 
     name: AnalysisMetricName = Field(
-        description="error-rate, latency-p95, latency-p99 (seconds), prediction-mean-shift, or custom (PromQL in query)."
+        description="error-rate, latency-p95, latency-p99 (seconds), prediction-mean-shift or custom (PromQL)."
     )
     query: str | None = Field(
         None,
@@ -152,11 +154,13 @@ class BlueGreen(ApiModel):
 
 
 class Strategy(ApiModel):
-    model_config = {
-        "json_schema_extra": rules(
-            rule("self.type != 'Canary' || has(self.canary)", "spec.strategy.canary is required when type is Canary", ".canary")
+    model_config = cel(
+        rule(
+            "self.type != 'Canary' || has(self.canary)",
+            "spec.strategy.canary is required when type is Canary",
+            ".canary",
         )
-    }
+    )
 
     type: StrategyType = Field("Direct", description="Canary, BlueGreen or Direct.")
     canary: Canary | None = Field(None, description="Canary steps and analysis.")
@@ -191,7 +195,9 @@ class ModelDeploymentSpec(ApiModel):
 class AnalysisResult(StatusModel):
     metric: str = Field("", description="Analysis metric name.")
     value: float | None = Field(None, description="Measured value; empty when inconclusive.")
-    verdict: Literal["Passed", "Failed", "Inconclusive"] = Field("Inconclusive", description="Passed, Failed or Inconclusive.")
+    verdict: Literal["Passed", "Failed", "Inconclusive"] = Field(
+        "Inconclusive", description="Passed, Failed or Inconclusive."
+    )
     message: str = Field("", description="Detail, e.g. why it was inconclusive.")
     time: str | None = Field(None, description="When it was measured (RFC 3339).")
 
@@ -204,7 +210,9 @@ class HistoryEntry(StatusModel):
 
 
 class ModelDeploymentStatus(StatusModel):
-    phase: DeploymentPhase = Field("Pending", description="Pending, Stable, Progressing, Paused, RollingBack, Degraded or Failed.")
+    phase: DeploymentPhase = Field(
+        "Pending", description="Pending, Stable, Progressing, Paused, RollingBack, Degraded or Failed."
+    )
     observed_generation: int | None = Field(None, description="The .metadata.generation last reconciled.")
     conditions: list[Condition] = conditions_field()
     stable_version: int | None = Field(None, description="The version serving (most) traffic.")

@@ -11,10 +11,10 @@ from .base import (
     ApiModel,
     Condition,
     StatusModel,
+    cel,
     conditions_field,
     dns_label_rule,
     rule,
-    rules,
     uri_rule,
 )
 
@@ -40,9 +40,7 @@ class Lineage(ApiModel):
 class ModelVersionSpec(ApiModel):
     """An immutable record: a new model is a new ModelVersion, never an edit."""
 
-    model_config = {
-        "json_schema_extra": rules(rule("self == oldSelf", "spec is immutable: register a new ModelVersion instead"))
-    }
+    model_config = cel(rule("self == oldSelf", "spec is immutable: register a new ModelVersion instead"))
 
     model: str = Field(
         description="Model name (a DNS-1123 label).", max_length=63, json_schema_extra=dns_label_rule("spec.model")
@@ -54,7 +52,9 @@ class ModelVersionSpec(ApiModel):
         json_schema_extra=uri_rule("spec.uri", ARTIFACT_SCHEMES),
     )
     format: Literal["torchscript"] = Field("torchscript", description="Artifact format the predictor loads.")
-    training_run: str = Field("", description="The TrainingRun that made it; empty when registered by hand.", max_length=253)
+    training_run: str = Field(
+        "", description="The TrainingRun that made it; empty when registered by hand.", max_length=253
+    )
     metrics: dict[str, str] = Field(default_factory=dict, description="Held-out metrics.", max_length=64)
     lineage: Lineage | None = Field(None, description="Where the model came from.")
     gates: Gates | None = Field(

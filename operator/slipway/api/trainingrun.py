@@ -11,11 +11,11 @@ from .base import (
     ApiModel,
     Condition,
     StatusModel,
+    cel,
     conditions_field,
     dns_label_rule,
     quantity_rule,
     rule,
-    rules,
     uri_rule,
 )
 
@@ -81,14 +81,12 @@ class Artifacts(ApiModel):
 class Evaluation(ApiModel):
     """The gate a trained model must pass before it becomes a servable ModelVersion."""
 
-    model_config = {
-        "json_schema_extra": rules(
-            rule(
-                "self.metric == 'logLoss' ? !has(self.minimum) : !has(self.maximum)",
-                "spec.evaluation: use maximum with logLoss (lower is better) and minimum with auc or accuracy",
-            )
+    model_config = cel(
+        rule(
+            "self.metric == 'logLoss' ? !has(self.minimum) : !has(self.maximum)",
+            "spec.evaluation: use maximum with logLoss (lower is better) and minimum with auc or accuracy",
         )
-    }
+    )
 
     metric: EvaluationMetric = Field("auc", description="Held-out metric the gate reads: auc, accuracy or logLoss.")
     minimum: float | None = Field(None, ge=0, le=1, description="Lowest acceptable value (auc, accuracy).")
@@ -101,9 +99,7 @@ class Evaluation(ApiModel):
 class TrainingRunSpec(ApiModel):
     """What to train, on which features, with which resources, and the gate it must pass."""
 
-    model_config = {
-        "json_schema_extra": rules(rule("self == oldSelf", "spec is immutable: create a new TrainingRun instead"))
-    }
+    model_config = cel(rule("self == oldSelf", "spec is immutable: create a new TrainingRun instead"))
 
     model: str = Field(
         description="Model name (a DNS-1123 label); the registry key shared by ModelVersions and ModelDeployments.",
@@ -124,7 +120,9 @@ class TrainingRunSpec(ApiModel):
     hyperparameters: dict[str, str] = Field(
         default_factory=dict, description="Passed to the entrypoint as --hp KEY=VALUE.", max_length=64
     )
-    scaling: Scaling = Field(default_factory=Scaling, description="Ray Train scaling: workers and resources per worker.")
+    scaling: Scaling = Field(
+        default_factory=Scaling, description="Ray Train scaling: workers and resources per worker."
+    )
     artifacts: Artifacts = Field(description="Where the model, metrics and lineage are written.")
     evaluation: Evaluation = Field(default_factory=Evaluation, description="The evaluation gate.")
     backoff_limit: int = Field(2, ge=0, le=100, description="Retries after a failed attempt.")

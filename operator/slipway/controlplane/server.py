@@ -49,6 +49,7 @@ class ControlPlane:
         self.kubeconfig = workdir / "kubeconfig"
         self.port = 0
         self._procs: list[subprocess.Popen[bytes]] = []
+        self._names: dict[int, str] = {}
 
     def __enter__(self) -> ControlPlane:
         self.start()
@@ -115,7 +116,9 @@ class ControlPlane:
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
-        self._procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._procs.append(proc)
+        self._names[proc.pid] = name
 
     def _wait_ready(self, token: str, timeout: float) -> None:
         context = ssl.create_default_context()
@@ -130,7 +133,9 @@ class ControlPlane:
             for proc in self._procs:
                 if proc.poll() is not None:
                     self.stop()
-                    raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}; see {self.workdir}/*.log")
+                    raise RuntimeError(
+                        f"{self._names[proc.pid]} exited with {proc.returncode}; see {self.workdir}/*.log"
+                    )
             try:
                 with urllib.request.urlopen(request, context=context, timeout=5) as response:
                     if response.status == 200:

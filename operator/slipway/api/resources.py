@@ -1,0 +1,37 @@
+"""Every kind the operator reads or writes, as (group, version, plural), plus the labels it sets."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .. import GROUP, VERSION
+
+
+class Resource(NamedTuple):
+    group: str
+    version: str
+    plural: str
+    kind: str
+
+    @property
+    def ref(self) -> tuple[str, str, str]:
+        """(group, version, plural), as Kopf's decorators take it."""
+        return self.group, self.version, self.plural
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}"
+
+
+TRAINING_RUNS = Resource(GROUP, VERSION, "trainingruns", "TrainingRun")
+MODEL_VERSIONS = Resource(GROUP, VERSION, "modelversions", "ModelVersion")
+MODEL_DEPLOYMENTS = Resource(GROUP, VERSION, "modeldeployments", "ModelDeployment")
+RAY_JOBS = Resource("ray.io", "v1", "rayjobs", "RayJob")
+INFERENCE_SERVICES = Resource("serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService")
+HTTP_ROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
+
+MODEL_LABEL = f"{GROUP}/model"
+TRAINING_RUN_LABEL = f"{GROUP}/training-run"
+DEPLOYMENT_LABEL = f"{GROUP}/deployment"
+VERSION_LABEL = f"{GROUP}/version"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "slipway"}

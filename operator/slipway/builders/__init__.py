@@ -1,0 +1,1 @@
+"""Pure functions from API types to the child objects the operator owns. No I/O."""

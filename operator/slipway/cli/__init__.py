@@ -1,0 +1,1 @@
+"""Command-line entry points: `slipway` and the `kubectl slipway` plugin."""

@@ -1,0 +1,77 @@
+"""`slipway`: generate CRDs, run the operator, run the dev stack."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..api.crds import rendered_files
+
+DEFAULT_CRD_DIRS = ("crds", "helm/slipway/crds")
+
+
+def write_crds(dirs: list[Path], check: bool) -> int:
+    """Writes the CRDs from the typed source; with check, reports drift instead."""
+    drift = []
+    for folder in dirs:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in rendered_files().items():
+            path = folder / name
+            if check:
+                if not path.exists() or path.read_text() != text:
+                    drift.append(str(path))
+            else:
+                path.write_text(text)
+    if drift:
+        print("CRDs out of date with operator/slipway/api (run `slipway crds`):\n  " + "\n  ".join(drift))
+        return 1
+    return 0
+
+
+def run_operator(liveness: str | None, namespaces: list[str]) -> int:
+    import kopf
+
+    from .. import handlers  # noqa: F401 - registers the handlers with Kopf
+
+    kopf.configure(verbose=False)
+    kopf.run(clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=liveness)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="slipway", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    crds = commands.add_parser("crds", help="write crds/ and the chart's CRDs from the typed API source")
+    crds.add_argument("--check", action="store_true", help="fail if the committed YAML drifts from the source")
+    crds.add_argument("dirs", nargs="*", type=Path, default=[Path(d) for d in DEFAULT_CRD_DIRS])
+
+    op = commands.add_parser("operator", help="run the operator (as in a pod)")
+    op.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    op.add_argument("--namespace", action="append", default=[], help="watch only these namespaces")
+
+    dev = commands.add_parser("dev", help="the one-machine dev stack")
+    dev_commands = dev.add_subparsers(dest="dev_command", required=True)
+    for name, text in (("up", "start the control plane and the operator"), ("down", "stop a running dev stack")):
+        sub = dev_commands.add_parser(name, help=text)
+        sub.add_argument("--workdir", type=Path, default=Path(".dev"), help="state, logs and kubeconfig")
+
+    commands.add_parser("controlplane", help="build (once) and print the control-plane binaries")
+
+    args = parser.parse_args(argv)
+    if args.command == "crds":
+        return write_crds(args.dirs, args.check)
+    if args.command == "operator":
+        return run_operator(args.liveness, args.namespace)
+    if args.command == "dev":
+        from ..devstack import stack
+
+        return stack.up(args.workdir) if args.dev_command == "up" else stack.down(args.workdir)
+    if args.command == "controlplane":
+        from ..controlplane import find_assets
+
+        print(find_assets())
+        return 0
+    parser.print_help(sys.stderr)
+    return 2

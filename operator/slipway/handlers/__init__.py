@@ -1,0 +1,8 @@
+"""Kopf handlers: thin glue between watch events and the pure reconcile functions.
+
+Importing this package registers every handler with Kopf.
+"""
+
+from . import modeldeployment, modelversion, settings, trainingrun
+
+__all__ = ["modeldeployment", "modelversion", "settings", "trainingrun"]

@@ -1,0 +1,70 @@
+"""All Kopf settings, in one startup hook; each value says why it is what it is."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+import kopf
+from kubernetes.client import CustomObjectsApi, VersionApi
+from kubernetes.client.exceptions import ApiException
+
+from ..kube import Kube
+
+PEERING_NAME = "slipway"
+PREFIX = "slipway.dev"
+HANDLER_THREADS = 32
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    # Leader election: every replica joins one peering; the highest priority works, the rest
+    # stand by. Priority is the start time, so a restarted or newly rolled-out replica takes
+    # over at once instead of waiting for a dead peer's record to expire.
+    settings.peering.name = PEERING_NAME
+    settings.peering.clusterwide = True
+    settings.peering.priority = time.time_ns() // 1000
+    settings.peering.mandatory = os.environ.get("SLIPWAY_STANDALONE", "") != "1"
+    settings.peering.standalone = not settings.peering.mandatory
+    # Our own annotation prefix: handler progress and the last-handled spec live on the object,
+    # so a restart resumes exactly where it was (nothing kept only in memory).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    # Handlers are sync and block on API calls in threads; one per pooled API connection.
+    settings.execution.max_workers = HANDLER_THREADS
+    # Bounded watch calls, so a silently dropped connection is noticed within minutes.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    # Events for info and above reach `kubectl describe`.
+    settings.posting.level = 20
+
+    memo.kube = Kube.connect(pool_size=HANDLER_THREADS)
+    memo.locks = defaultdict(threading.Lock)
+    memo.written = {}  # uid -> the status we last wrote
+    if settings.peering.mandatory:
+        _ensure_peering(memo.kube, logger)
+
+
+def _ensure_peering(kube: Kube, logger: kopf.Logger) -> None:
+    """Replicas can only find each other through a peering object; make it if it is missing."""
+    api = CustomObjectsApi(kube.api_client)
+    body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": PEERING_NAME}}
+    try:
+        api.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", body)
+        logger.info("created ClusterKopfPeering %s", PEERING_NAME)
+    except ApiException as error:
+        if error.status != 409:
+            raise
+
+
+@kopf.on.probe(id="api")
+def api_reachable(memo: kopf.Memo, **_: Any) -> bool:
+    """Liveness: the API server answers us."""
+    VersionApi(memo.kube.api_client).get_code()
+    return True

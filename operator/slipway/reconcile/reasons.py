@@ -1,0 +1,21 @@
+"""Fixed reasons for conditions and events, so alerts and tests can match on them."""
+
+# TrainingRun
+RAYJOB_CREATED = "RayJobCreated"
+RAYJOB_PENDING = "RayJobPending"
+RAYJOB_RUNNING = "RayJobRunning"
+RAYJOB_SUCCEEDED = "RayJobSucceeded"
+RAYJOB_FAILED = "RayJobFailed"
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+
+# ModelDeployment
+VERSION_NOT_FOUND = "ModelVersionNotFound"
+NO_VERSION_PASSED_GATES = "NoVersionPassedGates"
+VERSION_RESOLVED = "ModelVersionResolved"
+ROLLING_OUT = "RollingOut"
+ENDPOINT_READY = "EndpointReady"
+ENDPOINT_NOT_READY = "EndpointNotReady"
+STRATEGY_NOT_IMPLEMENTED = "StrategyNotImplemented"
+
+# ModelVersion
+REGISTERED = "Registered"
