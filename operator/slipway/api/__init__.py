@@ -1,0 +1,1 @@
+"""The typed API (TrainingRun, ModelVersion, ModelDeployment): the one source of the CRDs."""

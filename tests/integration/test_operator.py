@@ -1,0 +1,284 @@
+"""The operator against the real kube-apiserver: children, status lifting, restarts, columns."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support import Cluster, contract_manifests, wait_for
+
+pytestmark = pytest.mark.integration
+
+TR, MV, MD = contract_manifests()
+GROUP, VERSION = "slipway.dev", "v1alpha1"
+
+
+def apply(cluster: Cluster, namespace: str, *objs: dict[str, Any]) -> None:
+    for obj in objs:
+        obj = copy.deepcopy(obj)
+        obj["metadata"]["namespace"] = namespace
+        result = cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(obj))
+        assert result.returncode == 0, result.stderr
+
+
+def get(
+    cluster: Cluster, namespace: str, plural: str, name: str, group: str = GROUP, version: str = VERSION
+) -> dict[str, Any] | None:
+    items = cluster.custom.list_namespaced_custom_object(group, version, namespace, plural)["items"]
+    return next((i for i in items if i["metadata"]["name"] == name), None)
+
+
+def children(cluster: Cluster, namespace: str, group: str, version: str, plural: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = cluster.custom.list_namespaced_custom_object(group, version, namespace, plural)[
+        "items"
+    ]
+    return items
+
+
+def rayjobs(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
+    return children(cluster, namespace, "ray.io", "v1", "rayjobs")
+
+
+def isvcs(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
+    return children(cluster, namespace, "serving.kserve.io", "v1beta1", "inferenceservices")
+
+
+def set_status(
+    cluster: Cluster, namespace: str, group: str, version: str, plural: str, name: str, status: dict[str, Any]
+) -> None:
+    """Write a child's status the way its controller (KubeRay, KServe) does: the status subresource."""
+    cluster.custom.patch_namespaced_custom_object_status(group, version, namespace, plural, name, {"status": status})
+
+
+def phase(cluster: Cluster, namespace: str, plural: str, name: str) -> str | None:
+    obj = get(cluster, namespace, plural, name)
+    return ((obj or {}).get("status") or {}).get("phase")
+
+
+def conditions(obj: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in ((obj or {}).get("status") or {}).get("conditions", [])}
+
+
+def events_for(cluster: Cluster, namespace: str, name: str) -> list[str]:
+    items = cluster.core.list_namespaced_event(namespace).items
+    return [e.reason for e in items if e.involved_object.name == name]
+
+
+def test_training_run_makes_one_owned_rayjob(operator: Cluster, namespace: str) -> None:
+    apply(operator, namespace, TR)
+    run = TR["metadata"]["name"]
+    job = wait_for(lambda: next(iter(rayjobs(operator, namespace)), None), what="the RayJob")
+    tr = get(operator, namespace, "trainingruns", run)
+    assert tr is not None
+    owner = job["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == (
+        "TrainingRun",
+        run,
+        tr["metadata"]["uid"],
+        True,
+    )
+    assert job["metadata"]["labels"]["slipway.dev/training-run"] == run
+    assert job["metadata"]["labels"]["slipway.dev/model"] == "churn"
+    worker = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+    assert worker["replicas"] == 2
+    limits = worker["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits == {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}
+    assert job["spec"]["activeDeadlineSeconds"] == 7200 and job["spec"]["shutdownAfterJobFinishes"] is True
+    assert wait_for(lambda: phase(operator, namespace, "trainingruns", run) == "Pending", what="phase Pending")
+    status = get(operator, namespace, "trainingruns", run)["status"]  # type: ignore[index]
+    assert status["rayJob"]["name"] == job["metadata"]["name"]
+
+
+def test_rayjob_status_moves_the_run_through_its_phases(operator: Cluster, namespace: str) -> None:
+    apply(operator, namespace, TR)
+    run = TR["metadata"]["name"]
+    job = wait_for(lambda: next(iter(rayjobs(operator, namespace)), None), what="the RayJob")["metadata"]["name"]
+    wait_for(lambda: phase(operator, namespace, "trainingruns", run) == "Pending", what="Pending")
+    set_status(
+        operator,
+        namespace,
+        "ray.io",
+        "v1",
+        "rayjobs",
+        job,
+        {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING", "startTime": "2026-11-22T09:00:00Z"},
+    )
+    wait_for(lambda: phase(operator, namespace, "trainingruns", run) == "Running", what="Running")
+    set_status(
+        operator,
+        namespace,
+        "ray.io",
+        "v1",
+        "rayjobs",
+        job,
+        {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED", "endTime": "2026-11-22T09:30:00Z"},
+    )
+    wait_for(lambda: phase(operator, namespace, "trainingruns", run) == "Succeeded", what="Succeeded")
+    tr = get(operator, namespace, "trainingruns", run)
+    assert tr is not None
+    assert (
+        tr["status"]["startTime"] == "2026-11-22T09:00:00Z" and tr["status"]["completionTime"] == "2026-11-22T09:30:00Z"
+    )
+    assert conditions(tr)["Complete"]["status"] == "True"
+    wait_for(lambda: {"RayJobRunning", "RayJobSucceeded"} <= set(events_for(operator, namespace, run)), what="events")
+
+
+def test_failed_rayjob_fails_the_run_with_its_reason(operator: Cluster, namespace: str) -> None:
+    apply(operator, namespace, TR)
+    run = TR["metadata"]["name"]
+    job = wait_for(lambda: next(iter(rayjobs(operator, namespace)), None), what="the RayJob")["metadata"]["name"]
+    wait_for(lambda: phase(operator, namespace, "trainingruns", run) == "Pending", what="Pending")
+    set_status(
+        operator,
+        namespace,
+        "ray.io",
+        "v1",
+        "rayjobs",
+        job,
+        {"jobDeploymentStatus": "Failed", "reason": "DeadlineExceeded", "message": "deadline"},
+    )
+    wait_for(lambda: phase(operator, namespace, "trainingruns", run) == "Failed", what="Failed")
+    failed = conditions(get(operator, namespace, "trainingruns", run))["Failed"]
+    assert (failed["status"], failed["reason"]) == ("True", "DeadlineExceeded")
+    wait_for(lambda: "DeadlineExceeded" in events_for(operator, namespace, run), what="a warning event")
+
+
+def test_deployment_serves_the_resolved_version_and_lifts_kserve_status(operator: Cluster, namespace: str) -> None:
+    apply(operator, namespace, MV, MD)
+    isvc = wait_for(lambda: next(iter(isvcs(operator, namespace)), None), what="the InferenceService")
+    md = get(operator, namespace, "modeldeployments", "churn")
+    assert md is not None
+    owner = isvc["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["uid"]) == ("ModelDeployment", md["metadata"]["uid"])
+    container = isvc["spec"]["predictor"]["containers"][0]
+    assert {"name": "STORAGE_URI", "value": "s3://models/churn/3/"} in container["env"]
+    assert isvc["metadata"]["labels"]["slipway.dev/version"] == "3"
+    wait_for(lambda: phase(operator, namespace, "modeldeployments", "churn") == "Progressing", what="Progressing")
+    set_status(
+        operator,
+        namespace,
+        "serving.kserve.io",
+        "v1beta1",
+        "inferenceservices",
+        "churn",
+        {
+            "observedGeneration": isvc["metadata"]["generation"],
+            "url": "http://churn.ml.example.com",
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    )
+    wait_for(lambda: phase(operator, namespace, "modeldeployments", "churn") == "Stable", what="Stable")
+    status = get(operator, namespace, "modeldeployments", "churn")["status"]  # type: ignore[index]
+    assert (status["stableVersion"], status["url"], status["canaryWeight"]) == (3, "http://churn.ml.example.com", 0)
+    assert status["observedGeneration"] == md["metadata"]["generation"]
+    wait_for(lambda: "EndpointReady" in events_for(operator, namespace, "churn"), what="EndpointReady event")
+
+
+def test_missing_model_version_is_a_condition_until_it_appears(operator: Cluster, namespace: str) -> None:
+    pinned = copy.deepcopy(MD)
+    pinned["spec"]["version"] = 4
+    apply(operator, namespace, pinned)
+
+    def not_found() -> dict[str, Any] | None:
+        cond = conditions(get(operator, namespace, "modeldeployments", "churn")).get("VersionResolved")
+        return cond if cond and cond["reason"] == "ModelVersionNotFound" else None
+
+    cond = wait_for(not_found, what="ModelVersionNotFound")
+    assert cond["status"] == "False" and "4" in cond["message"]
+    assert isvcs(operator, namespace) == []
+    assert operator.operator and operator.operator.proc and operator.operator.proc.poll() is None  # no crash
+    v4 = copy.deepcopy(MV)
+    v4["metadata"]["name"], v4["spec"]["version"], v4["spec"]["uri"] = "churn-v4", 4, "s3://models/churn/4/"
+    apply(operator, namespace, v4)
+    isvc = wait_for(lambda: next(iter(isvcs(operator, namespace)), None), timeout=30, what="the InferenceService")
+    assert isvc["metadata"]["labels"]["slipway.dev/version"] == "4"
+
+
+def test_spec_update_is_reconciled_and_foreign_fields_survive(operator: Cluster, namespace: str) -> None:
+    apply(operator, namespace, MV, MD)
+    wait_for(lambda: next(iter(isvcs(operator, namespace)), None), what="the InferenceService")
+    labelled = operator.kubectl("label", "-n", namespace, "inferenceservice/churn", "team=fraud")
+    assert labelled.returncode == 0, labelled.stderr
+    updated = copy.deepcopy(MD)
+    updated["spec"]["predictor"]["image"] = "ghcr.io/example/slipway-predictor:0.2.0"
+    updated["spec"]["predictor"]["maxReplicas"] = 8
+    apply(operator, namespace, updated)
+
+    def rolled() -> dict[str, Any] | None:
+        isvc = next(iter(isvcs(operator, namespace)), None)
+        return isvc if isvc and isvc["spec"]["predictor"]["containers"][0]["image"].endswith(":0.2.0") else None
+
+    isvc = wait_for(rolled, what="the new predictor image")
+    assert isvc["spec"]["predictor"]["maxReplicas"] == 8
+    assert isvc["metadata"]["labels"]["team"] == "fraud"  # not ours: left alone
+    assert len(isvcs(operator, namespace)) == 1
+
+
+def test_deleted_inferenceservice_is_recreated(operator: Cluster, namespace: str) -> None:
+    apply(operator, namespace, MV, MD)
+    first = wait_for(lambda: next(iter(isvcs(operator, namespace)), None), what="the InferenceService")
+    operator.custom.delete_namespaced_custom_object(
+        "serving.kserve.io", "v1beta1", namespace, "inferenceservices", "churn"
+    )
+
+    def recreated() -> dict[str, Any] | None:
+        isvc = next(iter(isvcs(operator, namespace)), None)
+        return isvc if isvc and isvc["metadata"]["uid"] != first["metadata"]["uid"] else None
+
+    wait_for(recreated, what="a new InferenceService")
+
+
+def test_killed_operator_resumes_without_duplicates(operator: Cluster, namespace: str) -> None:
+    apply(operator, namespace, TR)
+    run = TR["metadata"]["name"]
+    job = wait_for(lambda: next(iter(rayjobs(operator, namespace)), None), what="the RayJob")["metadata"]["name"]
+    wait_for(lambda: phase(operator, namespace, "trainingruns", run) == "Pending", what="Pending")
+    assert operator.operator is not None
+    operator.operator.kill()  # SIGKILL mid-way: no cleanup, no peering farewell
+
+    # While it is down: KubeRay moves the job on, and new objects arrive.
+    set_status(
+        operator, namespace, "ray.io", "v1", "rayjobs", job, {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}
+    )
+    second = copy.deepcopy(TR)
+    second["metadata"]["name"] = "churn-second"
+    apply(operator, namespace, second, MV, MD)
+
+    operator.start_operator()
+    wait_for(lambda: phase(operator, namespace, "trainingruns", run) == "Running", timeout=60, what="resumed Running")
+    wait_for(lambda: len(rayjobs(operator, namespace)) == 2, timeout=60, what="the second run's RayJob")
+    wait_for(lambda: len(isvcs(operator, namespace)) == 1, timeout=60, what="the InferenceService")
+    # Exactly one child per parent, even after the restart re-ran every resume handler.
+    by_owner = sorted(j["metadata"]["labels"]["slipway.dev/training-run"] for j in rayjobs(operator, namespace))
+    assert by_owner == ["churn-2026-11-22", "churn-second"]
+    status = get(operator, namespace, "trainingruns", run)["status"]  # type: ignore[index]
+    assert status["rayJob"] == {"name": job, "jobStatus": "RUNNING", "jobDeploymentStatus": "Running"}
+    assert conditions(get(operator, namespace, "trainingruns", run))["Running"]["status"] == "True"
+
+
+def test_kubectl_get_shows_the_printer_columns(operator: Cluster, namespace: str) -> None:
+    apply(operator, namespace, TR, MV, MD)
+    wait_for(lambda: phase(operator, namespace, "trainingruns", TR["metadata"]["name"]), what="a run phase")
+    wait_for(lambda: phase(operator, namespace, "modeldeployments", "churn"), what="a deployment phase")
+    wait_for(lambda: (get(operator, namespace, "modelversions", "churn-v3") or {}).get("status"), what="version status")
+    out = operator.kubectl("get", "tr,mv,md", "-n", namespace).stdout
+    lines = [line.split() for line in out.splitlines() if line.strip()]
+    headers = [line for line in lines if line[0] == "NAME"]
+    assert headers == [
+        ["NAME", "MODEL", "PHASE", "WORKERS", "GPUS", "METRIC", "VERSION", "AGE"],
+        ["NAME", "MODEL", "VERSION", "METRIC", "GATES", "AGE"],
+        ["NAME", "MODEL", "STRATEGY", "STABLE", "CANDIDATE", "WEIGHT", "PHASE", "AGE"],
+    ], out
+    rows = {line[0].split("/")[0]: line for line in lines if line[0] != "NAME"}
+    assert rows["trainingrun.slipway.dev"][1:5] == ["churn", "Pending", "2", "1"]
+    assert rows["modelversion.slipway.dev"][1:5] == ["churn", "3", "auc=0.86", "true"]
+    assert rows["modeldeployment.slipway.dev"][1:4] == ["churn", "Canary", "3"]  # CANDIDATE 3 while not ready
+    category = operator.kubectl("get", "slipway", "-n", namespace, "-o", "name").stdout.split()
+    assert sorted(n.split("/")[0] for n in category) == [
+        "modeldeployment.slipway.dev",
+        "modelversion.slipway.dev",
+        "trainingrun.slipway.dev",
+    ]

@@ -1,0 +1,260 @@
+"""Admission against the real kube-apiserver: the contract is accepted, bad input refused by field."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support import Cluster, contract_manifests
+
+pytestmark = pytest.mark.integration
+
+TR, MV, MD = contract_manifests()
+
+
+def apply(cluster: Cluster, namespace: str, obj: dict[str, Any], dry_run: bool = False) -> tuple[int, str]:
+    obj = copy.deepcopy(obj)
+    obj["metadata"]["namespace"] = namespace
+    args = ["apply", "-f", "-"] + (["--dry-run=server"] if dry_run else [])
+    result = cluster.kubectl(*args, stdin=yaml.safe_dump(obj))
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_contract_manifests_are_accepted_as_written_with_defaults(cluster: Cluster, namespace: str) -> None:
+    for obj in (TR, MV, MD):
+        code, output = apply(cluster, namespace, obj)
+        assert code == 0, output
+    stored = cluster.custom.get_namespaced_custom_object(
+        "slipway.dev", "v1alpha1", namespace, "modeldeployments", "churn"
+    )
+    assert stored["spec"]["strategy"]["canary"]["steps"][1] == {"weight": 50, "pause": "120s"}
+    # Defaults fill what was left out.
+    assert stored["spec"]["strategy"]["blueGreen"]["scaleDownDelay"] == "300s"
+    tr = cluster.custom.get_namespaced_custom_object(
+        "slipway.dev", "v1alpha1", namespace, "trainingruns", TR["metadata"]["name"]
+    )
+    assert tr["spec"]["scaling"]["memoryPerWorker"] == "16Gi"
+    minimal = {
+        "apiVersion": "slipway.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "minimal"},
+        "spec": {"model": "churn", "predictor": {"image": "p:1"}},
+    }
+    assert apply(cluster, namespace, minimal)[0] == 0
+    stored = cluster.custom.get_namespaced_custom_object(
+        "slipway.dev", "v1alpha1", namespace, "modeldeployments", "minimal"
+    )
+    assert stored["spec"]["version"] == "latest"
+    assert stored["spec"]["strategy"]["type"] == "Direct"
+    assert stored["spec"]["traffic"] == "gateway"
+    assert (stored["spec"]["predictor"]["minReplicas"], stored["spec"]["predictor"]["maxReplicas"]) == (1, 1)
+
+
+def edit(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of `base` with the dotted `path` set to `value` (or removed when value is ...)."""
+    obj = copy.deepcopy(base)
+    *parents, leaf = path.split(".")
+    node = obj
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    if value is ...:
+        del node[leaf]
+    elif isinstance(node, list):
+        node[int(leaf)] = value
+    else:
+        node[leaf] = value
+    return obj
+
+
+Case = tuple[str, Callable[[], dict[str, Any]], list[str]]
+INVALID: list[Case] = [
+    ("model not a DNS label", lambda: edit(TR, "spec.model", "Churn_Model"), ["spec.model", "DNS-1123 label"]),
+    (
+        "zero workers",
+        lambda: edit(TR, "spec.scaling.workers", 0),
+        ["spec.scaling.workers", "greater than or equal to 1"],
+    ),
+    (
+        "negative GPUs",
+        lambda: edit(TR, "spec.scaling.gpusPerWorker", -1),
+        ["spec.scaling.gpusPerWorker", "greater than or equal to 0"],
+    ),
+    ("zero CPUs", lambda: edit(TR, "spec.scaling.cpusPerWorker", 0), ["spec.scaling.cpusPerWorker", "greater than 0"]),
+    (
+        "memory not a quantity",
+        lambda: edit(TR, "spec.scaling.memoryPerWorker", "lots"),
+        ["spec.scaling.memoryPerWorker", "quantity"],
+    ),
+    (
+        "missing fraction above 1",
+        lambda: edit(TR, "spec.dataValidation.maxMissingFraction", 1.5),
+        ["spec.dataValidation.maxMissingFraction", "less than or equal to 1"],
+    ),
+    (
+        "negative drift",
+        lambda: edit(TR, "spec.dataValidation.maxDrift", -0.1),
+        ["spec.dataValidation.maxDrift", "greater than or equal to 0"],
+    ),
+    (
+        "artifact scheme",
+        lambda: edit(TR, "spec.artifacts.uri", "http://models/churn/"),
+        ["spec.artifacts.uri", "s3://"],
+    ),
+    (
+        "entity dataset scheme",
+        lambda: edit(TR, "spec.features.entities.uri", "ftp://x/l.parquet"),
+        ["spec.features.entities.uri", "file://"],
+    ),
+    ("unknown evaluation metric", lambda: edit(TR, "spec.evaluation.metric", "f1"), ["spec.evaluation.metric", "auc"]),
+    (
+        "minimum above 1",
+        lambda: edit(TR, "spec.evaluation.minimum", 1.5),
+        ["spec.evaluation.minimum", "less than or equal to 1"],
+    ),
+    (
+        "logLoss with a minimum",
+        lambda: edit(TR, "spec.evaluation.metric", "logLoss"),
+        ["spec.evaluation", "maximum with logLoss"],
+    ),
+    (
+        "negative backoffLimit",
+        lambda: edit(TR, "spec.backoffLimit", -1),
+        ["spec.backoffLimit", "greater than or equal to 0"],
+    ),
+    (
+        "zero deadline",
+        lambda: edit(TR, "spec.activeDeadlineSeconds", 0),
+        ["spec.activeDeadlineSeconds", "greater than or equal to 1"],
+    ),
+    ("unknown field", lambda: edit(TR, "spec.scaling.gpus", 2), ['unknown field "spec.scaling.gpus"']),
+    ("missing features", lambda: edit(TR, "spec.features", ...), ["spec.features", "Required value"]),
+    ("entrypoint not a module", lambda: edit(TR, "spec.entrypoint", "rm -rf /"), ["spec.entrypoint", "should match"]),
+    ("version 0", lambda: edit(MV, "spec.version", 0), ["spec.version", "greater than or equal to 1"]),
+    ("version uri scheme", lambda: edit(MV, "spec.uri", "https://models/churn/3/"), ["spec.uri", "s3://"]),
+    ("unknown format", lambda: edit(MV, "spec.format", "onnx"), ["spec.format", "torchscript"]),
+    ("version model name", lambda: edit(MV, "spec.model", "-churn"), ["spec.model", "DNS-1123 label"]),
+    (
+        "weights decreasing",
+        lambda: edit(MD, "spec.strategy.canary.steps", [{"weight": 50}, {"weight": 10}]),
+        ["spec.strategy.canary.steps", "strictly increasing"],
+    ),
+    (
+        "weights repeated",
+        lambda: edit(MD, "spec.strategy.canary.steps", [{"weight": 10}, {"weight": 10}]),
+        ["spec.strategy.canary.steps", "strictly increasing"],
+    ),
+    (
+        "weight 0",
+        lambda: edit(MD, "spec.strategy.canary.steps.0.weight", 0),
+        ["spec.strategy.canary.steps[0].weight", "greater than or equal to 1"],
+    ),
+    (
+        "weight 101",
+        lambda: edit(MD, "spec.strategy.canary.steps.1.weight", 101),
+        ["spec.strategy.canary.steps[1].weight", "less than or equal to 100"],
+    ),
+    (
+        "pause not a duration",
+        lambda: edit(MD, "spec.strategy.canary.steps.0.pause", "soon"),
+        ["spec.strategy.canary.steps[0].pause", "duration"],
+    ),
+    (
+        "interval not a duration",
+        lambda: edit(MD, "spec.strategy.canary.analysis.interval", "30"),
+        ["spec.strategy.canary.analysis.interval", "duration"],
+    ),
+    (
+        "scaleDownDelay not a duration",
+        lambda: edit(MD, "spec.strategy.blueGreen.scaleDownDelay", "5 minutes"),
+        ["spec.strategy.blueGreen.scaleDownDelay", "duration"],
+    ),
+    (
+        "min above max replicas",
+        lambda: edit(MD, "spec.predictor.minReplicas", 5),
+        ["spec.predictor.minReplicas", "less than or equal to spec.predictor.maxReplicas"],
+    ),
+    ("unknown strategy", lambda: edit(MD, "spec.strategy.type", "Linear"), ["spec.strategy.type", "Canary"]),
+    ("unknown traffic", lambda: edit(MD, "spec.traffic", "istio"), ["spec.traffic", "gateway"]),
+    (
+        "prometheus url scheme",
+        lambda: edit(MD, "spec.prometheus.url", "prometheus:9090"),
+        ["spec.prometheus.url", "http://"],
+    ),
+    ("version word", lambda: edit(MD, "spec.version", "newest"), ["spec.version", "'latest' or a version number"]),
+    ("version zero", lambda: edit(MD, "spec.version", 0), ["spec.version", "'latest' or a version number"]),
+    (
+        "unknown analysis metric",
+        lambda: edit(MD, "spec.strategy.canary.analysis.metrics.0.name", "cpu"),
+        ["spec.strategy.canary.analysis.metrics[0].name", "error-rate"],
+    ),
+    (
+        "custom metric without query",
+        lambda: edit(MD, "spec.strategy.canary.analysis.metrics.3.query", ...),
+        ["spec.strategy.canary.analysis.metrics[3].query", "needs a query"],
+    ),
+    (
+        "metric without threshold",
+        lambda: edit(MD, "spec.strategy.canary.analysis.metrics.0.max", ...),
+        ["spec.strategy.canary.analysis.metrics[0]", "min or a max"],
+    ),
+    (
+        "negative failureLimit",
+        lambda: edit(MD, "spec.strategy.canary.analysis.failureLimit", -1),
+        ["spec.strategy.canary.analysis.failureLimit", "greater than or equal to 0"],
+    ),
+    (
+        "resource not a quantity",
+        lambda: edit(MD, "spec.predictor.resources.requests.cpu", "lots"),
+        ["spec.predictor.resources.requests", "quantities"],
+    ),
+    (
+        "unknown resource",
+        lambda: edit(MD, "spec.predictor.resources.requests.gpu", "1"),
+        ["spec.predictor.resources.requests", "nvidia.com/gpu"],
+    ),
+    (
+        "canary without steps",
+        lambda: edit(MD, "spec.strategy.canary", ...),
+        ["spec.strategy.canary", "required when type is Canary"],
+    ),
+    (
+        "preview weight 101",
+        lambda: edit(MD, "spec.strategy.blueGreen.previewWeight", 101),
+        ["spec.strategy.blueGreen.previewWeight", "less than or equal to 100"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "make", "expected"), INVALID, ids=[c[0] for c in INVALID])
+def test_invalid_manifest_is_refused_naming_the_field(
+    cluster: Cluster, case: str, make: Callable[[], dict[str, Any]], expected: list[str]
+) -> None:
+    code, output = apply(cluster, "default", make(), dry_run=True)
+    assert code != 0, f"{case}: accepted but should be refused"
+    for text in expected:
+        assert text in output, f"{case}: {text!r} not in {output!r}"
+
+
+def test_at_least_25_invalid_cases() -> None:
+    assert len(INVALID) >= 25
+
+
+@pytest.mark.parametrize(
+    ("obj", "path", "value"), [(TR, "spec.scaling.workers", 4), (MV, "spec.uri", "s3://models/churn/9/")]
+)
+def test_training_run_and_model_version_specs_are_immutable(
+    cluster: Cluster, namespace: str, obj: dict[str, Any], path: str, value: Any
+) -> None:
+    assert apply(cluster, namespace, obj)[0] == 0
+    code, output = apply(cluster, namespace, edit(obj, path, value))
+    assert code != 0 and "spec is immutable" in output, output
+
+
+def test_model_deployment_spec_can_change(cluster: Cluster, namespace: str) -> None:
+    assert apply(cluster, namespace, MD)[0] == 0
+    code, output = apply(cluster, namespace, edit(MD, "spec.predictor.maxReplicas", 8))
+    assert code == 0, output

@@ -1,0 +1,68 @@
+"""Test helpers: the cluster as tests see it, polling with a deadline, the contract manifests."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from kubernetes import client, config
+
+from slipway.controlplane import ControlPlane
+from slipway.devstack.cluster import OperatorProcess
+
+REPO = Path(__file__).resolve().parents[1]
+CONTRACT = REPO / "tests" / "manifests" / "contract.yaml"
+T = TypeVar("T")
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float = 30, interval: float = 0.1, what: str = "") -> T:
+    """Polls real state until `probe` returns something truthy; fails with the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or probe.__name__}; last: {last!r}")
+
+
+def contract_manifests() -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(CONTRACT.read_text()) if doc]
+
+
+class Cluster:
+    """The control plane as tests see it: kubectl, a Python client, and the operator."""
+
+    def __init__(self, plane: ControlPlane, workdir: Path) -> None:
+        self.plane = plane
+        self.workdir = workdir
+        self.kubeconfig = plane.kubeconfig
+        api_client = config.new_client_from_config(str(plane.kubeconfig))
+        self.custom = client.CustomObjectsApi(api_client)
+        self.core = client.CoreV1Api(api_client)
+        self.operator: OperatorProcess | None = None
+        self._log_index = itertools.count()
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.plane.assets.kubectl), f"--kubeconfig={self.kubeconfig}", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def start_operator(self) -> OperatorProcess:
+        log = self.workdir / f"operator-{next(self._log_index)}.log"
+        self.operator = OperatorProcess(self.kubeconfig, log)
+        self.operator.start()
+        return self.operator
+
+    def operator_log(self) -> str:
+        return "".join(p.read_text() for p in sorted(self.workdir.glob("operator-*.log")))
