@@ -86,6 +86,8 @@ def reconcile_deployment(
 
 def _announce_transition(owner: kopf.Body, before: ModelDeploymentStatus, after: ModelDeploymentStatus) -> None:
     old, new = condition(before.conditions, "Ready"), condition(after.conditions, "Ready")
+    if old is None and after.phase == "Progressing":
+        return  # a new deployment starting its first rollout is not news; problems still are
     if new is None or (
         old is not None and (old.status, old.reason) == (new.status, new.reason) and before.phase == after.phase
     ):

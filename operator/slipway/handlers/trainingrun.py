@@ -54,7 +54,7 @@ def start(
     changes = status_patch(dict(status), desired)
     if changes:
         patch.status.update(changes)
-    if desired.phase != current.phase or not current.ray_job.name:
+    if current.ray_job.name and desired.phase != current.phase:  # a transition, not the first status
         announce(body, desired.phase == "Failed", rayjob_outcome(observed.get("status")).reason, desired.message)
 
 

@@ -1,0 +1,55 @@
+# Slipway developer commands. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## create .venv with the package and dev tools
+
+controlplane: $(STAMP) ## build etcd, kube-apiserver and kubectl once into ~/.cache/slipway
+	$(BIN)/slipway controlplane
+
+dev: $(STAMP) ## run the dev stack (control plane + CRDs + operator) until Ctrl-C
+	$(BIN)/slipway dev up
+
+dev-down: $(STAMP) ## stop a dev stack running elsewhere
+	$(BIN)/slipway dev down
+
+crds: $(STAMP) ## regenerate crds/ and the chart's CRDs from operator/slipway/api
+	$(BIN)/slipway crds
+
+lint: $(STAMP) ## ruff, mypy --strict, import layers, CRD drift
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/slipway crds --check
+
+unit: $(STAMP) ## unit tests only (no servers)
+	$(BIN)/pytest tests/unit
+
+integration: $(STAMP) controlplane ## integration tests against a real kube-apiserver + etcd
+	$(BIN)/pytest tests/integration
+
+test: lint controlplane ## everything CI runs: lint, then every test (pytest exit 5, no tests, fails)
+	$(BIN)/pytest tests
+
+bench: $(STAMP) controlplane ## operator scale benchmark (see bench/README.md)
+	$(BIN)/python bench/operator_scale.py
+
+clean: ## remove the venv and dev-stack state (keeps the ~/.cache build)
+	rm -rf $(VENV) .dev .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: help venv controlplane dev dev-down crds lint unit integration test bench clean

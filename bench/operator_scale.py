@@ -1,0 +1,254 @@
+"""Operator scale: 1,000 TrainingRuns + 1,000 ModelDeployments against a real control plane.
+
+In one run and on one control plane:
+  baseline  a bare asyncio client makes the calls the operator makes for each object (create the
+            parent, server-side apply the child, patch the parent's status) at the same concurrency;
+  operator  the same parents are created at the same concurrency with the operator running; the
+            time until every child exists, create->child latency, and the operator's RSS are taken.
+Targets (issue 2): operator time <= 1.3x baseline; p99 create->child <= 3x a single create's p99;
+peak RSS at 2,000 objects <= 1.5x idle RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from kubeapi import AsyncKube  # noqa: E402
+from slipway.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus  # noqa: E402
+from slipway.api.modelversion import ModelVersionSpec  # noqa: E402
+from slipway.api.trainingrun import TrainingRunSpec, TrainingRunStatus  # noqa: E402
+from slipway.builders.rayjob import build_rayjob  # noqa: E402
+from slipway.controlplane import ControlPlane  # noqa: E402
+from slipway.devstack.cluster import OperatorProcess, install_crds, kubectl  # noqa: E402
+from slipway.reconcile.conditions import now_rfc3339  # noqa: E402
+from slipway.reconcile.modeldeployment import plan_deployment  # noqa: E402
+from slipway.reconcile.status import status_patch  # noqa: E402
+from slipway.reconcile.trainingrun import training_status  # noqa: E402
+
+SLIPWAY = ("slipway.dev", "v1alpha1")
+TR_PLURAL, MD_PLURAL, MV_PLURAL = "trainingruns", "modeldeployments", "modelversions"
+RAYJOB = ("ray.io", "v1", "rayjobs")
+ISVC = ("serving.kserve.io", "v1beta1", "inferenceservices")
+CONTRACT = [d for d in yaml.safe_load_all((REPO / "tests/manifests/contract.yaml").read_text()) if d]
+
+
+def parents(namespace: str, count: int) -> list[tuple[str, dict[str, Any]]]:
+    """(plural, object) for `count` TrainingRuns and `count` ModelDeployments, interleaved."""
+    tr, _, md = CONTRACT
+    out = []
+    for i in range(count):
+        run = copy.deepcopy(tr)
+        run["metadata"] = {"name": f"run-{i}", "namespace": namespace}
+        dep = copy.deepcopy(md)
+        dep["metadata"] = {"name": f"dep-{i}", "namespace": namespace}
+        dep["spec"]["strategy"] = {"type": "Direct"}
+        out += [(TR_PLURAL, run), (MD_PLURAL, dep)]
+    return out
+
+
+def owner_ref(stored: dict[str, Any]) -> list[dict[str, Any]]:
+    meta = stored["metadata"]
+    return [
+        {
+            "apiVersion": stored["apiVersion"],
+            "kind": stored["kind"],
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+
+
+async def baseline(kube: AsyncKube, namespace: str, count: int, concurrency: int) -> dict[str, Any]:
+    """The operator's calls, made directly: create, apply the child, patch the status."""
+    version = ModelVersionSpec.model_validate(CONTRACT[1]["spec"])
+    gate = asyncio.Semaphore(concurrency)
+    creates: list[float] = []
+
+    async def chain(plural: str, obj: dict[str, Any]) -> None:
+        async with gate:
+            latency, stored = await kube.create(*SLIPWAY, plural, obj)
+            creates.append(latency)
+            name = obj["metadata"]["name"]
+            if plural == TR_PLURAL:
+                child = build_rayjob(name, namespace, TrainingRunSpec.model_validate(stored["spec"]), 0)
+                child["metadata"]["ownerReferences"] = owner_ref(stored)
+                observed = await kube.apply(*RAYJOB, child)
+                status = training_status(
+                    TrainingRunStatus(), child["metadata"]["name"], observed.get("status"), 1, now_rfc3339()
+                )
+            else:
+                spec = ModelDeploymentSpec.model_validate(stored["spec"])
+                plan = plan_deployment(
+                    name, namespace, spec, ModelDeploymentStatus(), [version], None, 1, now_rfc3339()
+                )
+                child = plan.children[0]
+                child["metadata"]["ownerReferences"] = owner_ref(stored)
+                observed = await kube.apply(*ISVC, child)
+                status = plan_deployment(
+                    name, namespace, spec, ModelDeploymentStatus(), [version], observed, 1, now_rfc3339()
+                ).status
+            await kube.patch_status(*SLIPWAY, namespace, plural, name, status_patch({}, status))
+
+    start = time.perf_counter()
+    await asyncio.gather(*(chain(plural, obj) for plural, obj in parents(namespace, count)))
+    return {"seconds": time.perf_counter() - start, "creates": creates}
+
+
+async def with_operator(
+    kube: AsyncKube, namespace: str, count: int, concurrency: int, operator_pid: int
+) -> dict[str, Any]:
+    gate = asyncio.Semaphore(concurrency)
+    created: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    creates: list[float] = []
+    expected = 2 * count
+    done = asyncio.Event()
+    process = psutil.Process(operator_pid)
+    peak_rss = 0
+
+    async def observe(group: str, version: str, plural: str, owner_label: str | None) -> None:
+        async for event in kube.watch(group, version, namespace, plural):
+            if event["type"] != "ADDED":
+                continue
+            meta = event["object"]["metadata"]
+            parent = meta["ownerReferences"][0]["name"] if meta.get("ownerReferences") else meta["name"]
+            seen.setdefault(parent, time.perf_counter())
+            if len(seen) >= expected:
+                done.set()
+
+    async def sample_rss() -> None:
+        nonlocal peak_rss
+        while True:
+            peak_rss = max(peak_rss, process.memory_info().rss)
+            await asyncio.sleep(0.05)
+
+    async def create(plural: str, obj: dict[str, Any]) -> None:
+        async with gate:
+            created[obj["metadata"]["name"]] = time.perf_counter()
+            latency, _ = await kube.create(*SLIPWAY, plural, obj)
+            creates.append(latency)
+
+    watchers = [asyncio.create_task(observe(*RAYJOB, None)), asyncio.create_task(observe(*ISVC, None))]
+    sampler = asyncio.create_task(sample_rss())
+    await asyncio.sleep(0.5)  # let the watches open before the first create
+    start = time.perf_counter()
+    await asyncio.gather(*(create(plural, obj) for plural, obj in parents(namespace, count)))
+    await asyncio.wait_for(done.wait(), timeout=1800)
+    seconds = max(seen.values()) - start
+    await asyncio.sleep(5)  # keep sampling RSS while the operator's trailing status writes land
+    for task in (*watchers, sampler):
+        task.cancel()
+    latencies = [seen[name] - created[name] for name in created]
+    return {"seconds": seconds, "latencies": latencies, "creates": creates, "peak_rss": peak_rss}
+
+
+def quantile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 1000) - 1]
+
+
+async def wait_idle(process: psutil.Process, kube: AsyncKube, namespace: str) -> int:
+    """Warms the operator with one object of each kind, then reads its idle RSS."""
+    tr, _, md = CONTRACT
+    for plural, obj in ((TR_PLURAL, tr), (MD_PLURAL, md)):
+        obj = copy.deepcopy(obj)
+        obj["metadata"] = {"name": "warmup", "namespace": namespace}
+        await kube.create(*SLIPWAY, plural, obj)
+    deadline = time.monotonic() + 60
+    for group, version, plural in (RAYJOB, ISVC):
+        while not (await kube.request("GET", kube.path(group, version, namespace, plural)))["items"]:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the operator did not make the warm-up children")
+            await asyncio.sleep(0.1)
+    samples = []
+    for _ in range(30):
+        samples.append(process.memory_info().rss)
+        await asyncio.sleep(0.1)
+    return max(samples)
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="slipway-bench-"))
+    with ControlPlane(workdir / "plane") as plane:
+        install_crds(plane.assets.kubectl, plane.kubeconfig, workdir)
+        for ns in ("baseline", "bench", "warmup"):
+            kubectl(plane.assets.kubectl, plane.kubeconfig, "create", "namespace", ns)
+            mv = copy.deepcopy(CONTRACT[1])
+            mv["metadata"]["namespace"] = ns
+            kube_mv = AsyncKube(plane.kubeconfig)
+            await kube_mv.create(*SLIPWAY, MV_PLURAL, mv)
+            await kube_mv.close()
+        kube = AsyncKube(plane.kubeconfig, limit=args.concurrency * 2)
+        try:
+            print(
+                f"baseline: bare asyncio client, {2 * args.count} parents, concurrency {args.concurrency}", flush=True
+            )
+            base = await baseline(kube, "baseline", args.count, args.concurrency)
+            for group, version, plural in ((*SLIPWAY, TR_PLURAL), (*SLIPWAY, MD_PLURAL), RAYJOB, ISVC):
+                await kube.delete_all(group, version, "baseline", plural)
+            operator = OperatorProcess(plane.kubeconfig, workdir / "operator.log")
+            operator.start()
+            assert operator.pid is not None
+            idle_rss = await wait_idle(psutil.Process(operator.pid), kube, "warmup")
+            print(f"operator: idle RSS {idle_rss / 2**20:.0f} MiB; creating {2 * args.count} parents", flush=True)
+            run = await with_operator(kube, "bench", args.count, args.concurrency, operator.pid)
+            operator.stop()
+        finally:
+            await kube.close()
+    single_p99 = quantile(base["creates"], 0.99)
+    latencies = run["latencies"]
+    result = {
+        "count": 2 * args.count,
+        "concurrency": args.concurrency,
+        "baseline_seconds": round(base["seconds"], 2),
+        "operator_seconds": round(run["seconds"], 2),
+        "time_ratio": round(run["seconds"] / base["seconds"], 2),
+        "single_create_p99_ms": round(single_p99 * 1000, 1),
+        "create_to_child_p50_ms": round(quantile(latencies, 0.50) * 1000, 1),
+        "create_to_child_p99_ms": round(quantile(latencies, 0.99) * 1000, 1),
+        "p99_ratio": round(quantile(latencies, 0.99) / single_p99, 2),
+        "idle_rss_mib": round(idle_rss / 2**20, 1),
+        "peak_rss_mib": round(run["peak_rss"] / 2**20, 1),
+        "rss_ratio": round(run["peak_rss"] / idle_rss, 2),
+    }
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=1000, help="TrainingRuns, and as many ModelDeployments")
+    parser.add_argument("--concurrency", type=int, default=32, help="parents in flight at once")
+    args = parser.parse_args()
+    result = asyncio.run(main_async(args))
+    out = REPO / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "operator_scale.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    targets = {
+        "operator time <= 1.3x baseline": result["time_ratio"] <= 1.3,
+        "p99 create->child <= 3x single create p99": result["p99_ratio"] <= 3,
+        "peak RSS <= 1.5x idle": result["rss_ratio"] <= 1.5,
+    }
+    for name, met in targets.items():
+        print(f"{'MET ' if met else 'MISS'} {name}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
