@@ -13,6 +13,7 @@ import yaml
 from kubernetes import client, config
 
 from slipway.controlplane import ControlPlane
+from slipway.controlplane.server import free_port
 from slipway.devstack.cluster import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,6 +48,7 @@ class Cluster:
         self.custom = client.CustomObjectsApi(api_client)
         self.core = client.CoreV1Api(api_client)
         self.operator: OperatorProcess | None = None
+        self.liveness_url = ""
         self._log_index = itertools.count()
 
     def kubectl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -60,7 +62,8 @@ class Cluster:
 
     def start_operator(self) -> OperatorProcess:
         log = self.workdir / f"operator-{next(self._log_index)}.log"
-        self.operator = OperatorProcess(self.kubeconfig, log)
+        self.liveness_url = f"http://127.0.0.1:{free_port()}/healthz"
+        self.operator = OperatorProcess(self.kubeconfig, log, args=["--liveness", self.liveness_url])
         self.operator.start()
         return self.operator
 

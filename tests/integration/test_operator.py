@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import urllib.request
 from typing import Any
 
 import pytest
@@ -282,3 +284,14 @@ def test_kubectl_get_shows_the_printer_columns(operator: Cluster, namespace: str
         "modelversion.slipway.dev",
         "trainingrun.slipway.dev",
     ]
+
+
+def test_liveness_endpoint_answers(operator: Cluster) -> None:
+    def healthz() -> str | None:
+        try:
+            with urllib.request.urlopen(operator.liveness_url, timeout=2) as response:
+                return response.read().decode() if response.status == 200 else None
+        except OSError:
+            return None
+
+    assert json.loads(wait_for(healthz, what="/healthz")) == {"api": True}
