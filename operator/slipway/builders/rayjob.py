@@ -15,7 +15,7 @@ from .quantities import cpu_quantity
 
 # KubeRay derives cluster and submitter names from the RayJob's and caps RayJob names at 47.
 RAYJOB_NAME_LIMIT = 47
-RAY_VERSION = "2.52.0"
+RAY_VERSION = "2.60.0"  # the trainer image's Ray (images/trainer)
 HEAD_RESOURCES = {"cpu": "1", "memory": "2Gi"}
 RUN_CONFIG_ENV = "SLIPWAY_TRAINING_RUN"
 

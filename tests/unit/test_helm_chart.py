@@ -1,0 +1,210 @@
+"""The chart lints, renders what a platform team expects, and grants only what the operator uses.
+
+helm comes from PATH or is built once from the pinned module in tools/helm, so these run on
+machines without helm. CRDs are not rendered here (`helm template` leaves crds/ out); their
+drift from the typed source is test_crds.py's business.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from slipway.controlplane.helm import helm_binary, helm_version
+
+CHART = Path(__file__).resolve().parents[2] / "helm" / "slipway"
+RELEASE = "slipway"
+NAMESPACE = "slipway-system"
+# Pinned so the result does not depend on which Kubernetes version the helm binary was built for;
+# the kind node image's version (kind-config.yaml).
+KUBE_VERSION = "1.35.8"
+
+Manifest = dict[str, Any]
+
+
+def run_helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(helm_binary()), *args], capture_output=True, text=True, timeout=300, check=False)
+
+
+def helm(*args: str) -> str:
+    result = run_helm(*args)
+    assert result.returncode == 0, f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@cache
+def render(*sets: str) -> tuple[Manifest, ...]:
+    args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION]
+    for value in sets:
+        args += ["--set", value]
+    return tuple(doc for doc in yaml.safe_load_all(helm(*args)) if doc)
+
+
+def only(docs: tuple[Manifest, ...], kind: str) -> Manifest:
+    found = [doc for doc in docs if doc["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def operator_container(docs: tuple[Manifest, ...]) -> Manifest:
+    containers = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return dict(containers[0])
+
+
+def grants(rules: list[Manifest], group: str, resource: str, verb: str) -> bool:
+    return any(
+        group in rule.get("apiGroups", []) and resource in rule.get("resources", []) and verb in rule.get("verbs", [])
+        for rule in rules
+    )
+
+
+@pytest.mark.skipif(shutil.which("helm") is not None, reason="helm from PATH is used, not the pinned build")
+def test_built_helm_is_the_pinned_release() -> None:
+    # Stamped as upstream's release builds are (ldflags), not helm's "v3.N" development default.
+    assert helm("version", "--template", "{{.Version}}") == helm_version()
+
+
+@pytest.mark.parametrize("values", [[], ["serviceMonitor.enabled=true"], ["watchNamespaces={ml,prod}"]])
+def test_chart_lints(values: list[str]) -> None:
+    args = ["lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION]
+    for value in values:
+        args += ["--set", value]
+    assert "0 chart(s) failed" in helm(*args)
+
+
+def test_chart_refuses_a_kubernetes_without_what_its_crds_need() -> None:
+    result = run_helm("template", RELEASE, str(CHART), "--kube-version", "1.29.0")
+    assert result.returncode != 0
+    assert "requires kubeVersion" in result.stderr
+
+
+def test_deployment_runs_the_operator_with_two_replicas_and_a_liveness_probe() -> None:
+    docs = render()
+    deployment = only(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    container = operator_container(docs)
+    assert container["command"][:2] == ["slipway", "operator"]
+    assert container["command"][2:] == ["--liveness", "http://0.0.0.0:8080/healthz"]
+    assert container["image"] == "ghcr.io/example/slipway-operator:0.1.0"  # tag defaults to appVersion
+
+    probe = container["livenessProbe"]["httpGet"]
+    assert probe["path"] == "/healthz"
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"metrics": 8000, "liveness": 8080}
+    assert ports.get(probe["port"], probe["port"]) == 8080
+
+
+def test_each_replica_is_named_after_its_pod_for_peering() -> None:
+    env = {var["name"]: var for var in operator_container(render())["env"]}
+    for name in ("POD_NAME", "POD_ID"):  # POD_ID is what Kopf reads for its peering identity
+        assert env[name]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+
+
+def test_operator_runs_as_non_root_with_a_read_only_root_and_no_capabilities() -> None:
+    docs = render()
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    container = operator_container(docs)["securityContext"]
+    assert container["readOnlyRootFilesystem"] is True
+    assert container["allowPrivilegeEscalation"] is False
+    assert container["capabilities"]["drop"] == ["ALL"]
+    assert "add" not in container["capabilities"]
+
+
+def test_operator_uses_the_chart_service_account() -> None:
+    docs = render()
+    account = only(docs, "ServiceAccount")["metadata"]["name"]
+    assert only(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == account
+    subjects = only(docs, "ClusterRoleBinding")["subjects"]
+    assert subjects == [{"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}]
+    assert only(docs, "ClusterRoleBinding")["roleRef"]["name"] == only(docs, "ClusterRole")["metadata"]["name"]
+
+
+@pytest.mark.parametrize(
+    ("group", "resource", "verb"),
+    [
+        ("ray.io", "rayjobs", "create"),
+        ("ray.io", "rayjobs", "watch"),
+        ("serving.kserve.io", "inferenceservices", "create"),
+        ("serving.kserve.io", "inferenceservices", "patch"),
+        ("gateway.networking.k8s.io", "httproutes", "create"),
+        ("slipway.dev", "trainingruns", "watch"),
+        ("slipway.dev", "trainingruns/status", "patch"),
+        ("slipway.dev", "modeldeployments/status", "patch"),
+        ("slipway.dev", "modelversions", "create"),  # the operator registers versions
+        ("", "events", "create"),
+        ("events.k8s.io", "events", "create"),
+        ("kopf.dev", "clusterkopfpeerings", "patch"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+        ("", "namespaces", "watch"),
+    ],
+)
+def test_cluster_role_grants_what_the_operator_uses(group: str, resource: str, verb: str) -> None:
+    assert grants(only(render(), "ClusterRole")["rules"], group, resource, verb)
+
+
+@pytest.mark.parametrize(
+    ("group", "resource", "verb"),
+    [
+        ("slipway.dev", "trainingruns", "delete"),  # users delete runs, the operator never does
+        ("slipway.dev", "modelversions", "delete"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "create"),
+        ("", "namespaces", "create"),
+        ("", "pods", "create"),
+        ("", "configmaps", "get"),
+    ],
+)
+def test_cluster_role_grants_nothing_more(group: str, resource: str, verb: str) -> None:
+    assert not grants(only(render(), "ClusterRole")["rules"], group, resource, verb)
+
+
+def test_cluster_role_has_no_wildcards_and_nothing_on_secrets() -> None:
+    rules = only(render(), "ClusterRole")["rules"]
+    assert rules
+    for rule in rules:
+        for field in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule.get(field, []), f"wildcard {field} in {rule}"
+        assert not any(resource.split("/")[0] == "secrets" for resource in rule["resources"]), rule
+        assert "nonResourceURLs" not in rule
+        assert "resourceNames" not in rule or rule["resourceNames"]
+    assert not any(doc["kind"] in {"Role", "RoleBinding"} for doc in render())
+
+
+def test_metrics_service_selects_the_operator_pods() -> None:
+    docs = render()
+    service = only(docs, "Service")
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 8000, "targetPort": "metrics", "protocol": "TCP"}]
+    pod_labels = only(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+
+
+def test_service_monitor_only_when_enabled() -> None:
+    assert not [doc for doc in render() if doc["kind"] == "ServiceMonitor"]
+    docs = render("serviceMonitor.enabled=true")
+    monitor = only(docs, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert [endpoint["port"] for endpoint in monitor["spec"]["endpoints"]] == ["metrics"]
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    service = only(docs, "Service")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [NAMESPACE]
+
+
+def test_watch_namespaces_become_operator_arguments() -> None:
+    command = operator_container(render("watchNamespaces={ml,prod}"))["command"]
+    assert command[:2] == ["slipway", "operator"]
+    assert command[4:] == ["--namespace", "ml", "--namespace", "prod"]
+
+
+def test_image_and_replicas_are_values() -> None:
+    docs = render("image.repository=registry.local/slipway", "image.tag=dev", "replicas=1")
+    assert operator_container(docs)["image"] == "registry.local/slipway:dev"
+    assert only(docs, "Deployment")["spec"]["replicas"] == 1
