@@ -49,6 +49,7 @@ class Cluster:
         self.core = client.CoreV1Api(api_client)
         self.operator: OperatorProcess | None = None
         self.liveness_url = ""
+        self.metrics_url = ""
         self._log_index = itertools.count()
 
     def kubectl(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -63,7 +64,13 @@ class Cluster:
     def start_operator(self) -> OperatorProcess:
         log = self.workdir / f"operator-{next(self._log_index)}.log"
         self.liveness_url = f"http://127.0.0.1:{free_port()}/healthz"
-        self.operator = OperatorProcess(self.kubeconfig, log, args=["--liveness", self.liveness_url])
+        self.metrics_url = f"http://127.0.0.1:{free_port()}/metrics"
+        self.operator = OperatorProcess(
+            self.kubeconfig,
+            log,
+            env={"SLIPWAY_METRICS_PORT": self.metrics_url.split(":")[2].split("/")[0]},
+            args=["--liveness", self.liveness_url],
+        )
         self.operator.start()
         return self.operator
 

@@ -295,3 +295,18 @@ def test_liveness_endpoint_answers(operator: Cluster) -> None:
             return None
 
     assert json.loads(wait_for(healthz, what="/healthz")) == {"api": True}
+
+
+def test_operator_exports_reconcile_metrics(operator: Cluster, namespace: str) -> None:
+    apply(operator, namespace, TR)
+    wait_for(lambda: phase(operator, namespace, "trainingruns", TR["metadata"]["name"]), what="a run phase")
+
+    def scraped() -> str | None:
+        try:
+            with urllib.request.urlopen(operator.metrics_url, timeout=2) as response:
+                text: str = response.read().decode()
+        except OSError:
+            return None
+        return text if 'slipway_reconciles_total{kind="TrainingRun",result="ok"}' in text else None
+
+    assert wait_for(scraped, what="the reconcile counter")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from pathlib import Path
 
@@ -34,7 +36,9 @@ def run_operator(liveness: str | None, namespaces: list[str]) -> int:
 
     from .. import handlers  # noqa: F401 - registers the handlers with Kopf
 
-    kopf.configure(verbose=False)
+    level = os.environ.get("SLIPWAY_LOG_LEVEL", "INFO").upper()
+    kopf.configure(debug=level == "DEBUG")
+    logging.getLogger().setLevel(level)
     kopf.run(clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=liveness)
     return 0
 

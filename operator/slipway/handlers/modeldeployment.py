@@ -17,6 +17,7 @@ from ..reconcile.conditions import condition, now_rfc3339
 from ..reconcile.modeldeployment import Plan, plan_deployment
 from ..reconcile.status import status_patch
 from .events import announce, reference
+from .metrics import counted
 
 RETRY_DELAY = 30  # seconds; a new ModelVersion also triggers a reconcile at once
 
@@ -55,7 +56,7 @@ def reconcile_deployment(
     memo: kopf.Memo, namespace: str, name: str, indexes: dict[str, Any], full: bool
 ) -> Plan | None:
     """Plan, apply the children (when `full`), and write status only if it changed."""
-    with memo.locks[(namespace, name)]:
+    with memo.locks[(namespace, name)], counted(MODEL_DEPLOYMENTS.kind):
         record: DeploymentRecord | None = next(iter(indexes["deployments"].get((namespace, name), [])), None)
         if record is None:
             return None

@@ -9,6 +9,7 @@ from collections import defaultdict
 from typing import Any
 
 import kopf
+import prometheus_client
 from kubernetes.client import CustomObjectsApi, VersionApi
 from kubernetes.client.exceptions import ApiException
 
@@ -44,6 +45,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
     # Events for info and above reach `kubectl describe`.
     settings.posting.level = 20
 
+    metrics_port = os.environ.get("SLIPWAY_METRICS_PORT")
+    if metrics_port:
+        prometheus_client.start_http_server(int(metrics_port))
     memo.kube = Kube.connect(pool_size=HANDLER_THREADS)
     memo.locks = defaultdict(threading.Lock)
     memo.written = {}  # uid -> the status we last wrote

@@ -13,6 +13,7 @@ from ..reconcile.conditions import now_rfc3339
 from ..reconcile.status import status_patch
 from ..reconcile.trainingrun import rayjob_outcome, training_status
 from .events import announce, owner_of
+from .metrics import counted
 
 FINISHED = ("Succeeded", "Failed")
 
@@ -41,11 +42,25 @@ def start(
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
+    with counted(TRAINING_RUNS.kind):
+        _start(name, namespace or "", spec, status, meta, body, patch, memo)
+
+
+def _start(
+    name: str,
+    namespace: str,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+) -> None:
     run = TrainingRunSpec.model_validate(dict(spec))
     current = TrainingRunStatus.model_validate(dict(status))
     if current.phase in FINISHED:
         return  # never resubmit a finished run (its RayJob may be gone after its TTL)
-    rayjob = build_rayjob(name, namespace or "", run, current.attempt)
+    rayjob = build_rayjob(name, namespace, run, current.attempt)
     kopf.adopt(rayjob, owner=body)
     observed = memo.kube.apply(RAY_JOBS, rayjob)
     desired = training_status(
