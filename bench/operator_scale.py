@@ -2,7 +2,8 @@
 
 In one run and on one control plane:
   baseline  a bare asyncio client makes the calls the operator makes for each object (create the
-            parent, server-side apply the child, patch the parent's status) at the same concurrency;
+            parent, server-side apply the child, patch the parent's status, patch the annotation
+            where Kopf keeps the last handled spec) at the same concurrency;
   operator  the same parents are created at the same concurrency with the operator running; the
             time until every child exists, create->child latency, and the operator's RSS are taken.
 Targets (issue 2): operator time <= 1.3x baseline; p99 create->child <= 3x a single create's p99;
@@ -15,6 +16,7 @@ import argparse
 import asyncio
 import copy
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -76,10 +78,11 @@ def owner_ref(stored: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 async def baseline(kube: AsyncKube, namespace: str, count: int, concurrency: int) -> dict[str, Any]:
-    """The operator's calls, made directly: create, apply the child, patch the status."""
+    """The operator's calls, made directly: create, apply the child, patch the status and annotation."""
     version = ModelVersionSpec.model_validate(CONTRACT[1]["spec"])
     gate = asyncio.Semaphore(concurrency)
     creates: list[float] = []
+    children: list[float] = []
 
     async def chain(plural: str, obj: dict[str, Any]) -> None:
         async with gate:
@@ -104,11 +107,19 @@ async def baseline(kube: AsyncKube, namespace: str, count: int, concurrency: int
                 status = plan_deployment(
                     name, namespace, spec, ModelDeploymentStatus(), [version], observed, 1, now_rfc3339()
                 ).status
+            children.append(time.perf_counter())
             await kube.patch_status(*SLIPWAY, namespace, plural, name, status_patch({}, status))
+            handled = json.dumps({"spec": stored["spec"]}, separators=(",", ":"))
+            await kube.request(
+                "PATCH",
+                kube.path(*SLIPWAY, namespace, plural, name),
+                {"metadata": {"annotations": {"slipway.dev/last-handled-configuration": handled}}},
+                "application/merge-patch+json",
+            )
 
     start = time.perf_counter()
     await asyncio.gather(*(chain(plural, obj) for plural, obj in parents(namespace, count)))
-    return {"seconds": time.perf_counter() - start, "creates": creates}
+    return {"seconds": max(children) - start, "all_calls_seconds": time.perf_counter() - start, "creates": creates}
 
 
 async def with_operator(
@@ -159,6 +170,26 @@ async def with_operator(
     return {"seconds": seconds, "latencies": latencies, "creates": creates, "peak_rss": peak_rss}
 
 
+async def request_counts(kube: AsyncKube) -> dict[str, float]:
+    """The apiserver's own count of requests by verb and resource (only the kinds we touch)."""
+    text = await kube.session.get(kube.base + "/metrics")
+    counts: dict[str, float] = {}
+    for line in (await text.text()).splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+        if labels.get("resource") in (TR_PLURAL, MD_PLURAL, "rayjobs", "inferenceservices", "events"):
+            key = f"{labels['verb']} {labels['resource']}" + (
+                f"/{labels['subresource']}" if labels.get("subresource") else ""
+            )
+            counts[key] = counts.get(key, 0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def per_parent(before: dict[str, float], after: dict[str, float], parents: int) -> dict[str, float]:
+    return {k: round((after[k] - before.get(k, 0)) / parents, 2) for k in sorted(after) if after[k] - before.get(k, 0)}
+
+
 def quantile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=1000, method="inclusive")[int(q * 1000) - 1]
 
@@ -199,7 +230,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             print(
                 f"baseline: bare asyncio client, {2 * args.count} parents, concurrency {args.concurrency}", flush=True
             )
+            counts = await request_counts(kube)
             base = await baseline(kube, "baseline", args.count, args.concurrency)
+            base_calls = per_parent(counts, await request_counts(kube), 2 * args.count)
             for group, version, plural in ((*SLIPWAY, TR_PLURAL), (*SLIPWAY, MD_PLURAL), RAYJOB, ISVC):
                 await kube.delete_all(group, version, "baseline", plural)
             operator = OperatorProcess(plane.kubeconfig, workdir / "operator.log")
@@ -207,7 +240,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             assert operator.pid is not None
             idle_rss = await wait_idle(psutil.Process(operator.pid), kube, "warmup")
             print(f"operator: idle RSS {idle_rss / 2**20:.0f} MiB; creating {2 * args.count} parents", flush=True)
+            counts = await request_counts(kube)
             run = await with_operator(kube, "bench", args.count, args.concurrency, operator.pid)
+            operator_calls = per_parent(counts, await request_counts(kube), 2 * args.count)
             operator.stop()
         finally:
             await kube.close()
@@ -217,6 +252,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "count": 2 * args.count,
         "concurrency": args.concurrency,
         "baseline_seconds": round(base["seconds"], 2),
+        "baseline_all_calls_seconds": round(base["all_calls_seconds"], 2),
         "operator_seconds": round(run["seconds"], 2),
         "time_ratio": round(run["seconds"] / base["seconds"], 2),
         "single_create_p99_ms": round(single_p99 * 1000, 1),
@@ -226,6 +262,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "idle_rss_mib": round(idle_rss / 2**20, 1),
         "peak_rss_mib": round(run["peak_rss"] / 2**20, 1),
         "rss_ratio": round(run["peak_rss"] / idle_rss, 2),
+        "baseline_calls_per_parent": base_calls,
+        "operator_calls_per_parent": operator_calls,
     }
     return result
 
