@@ -53,17 +53,23 @@ def inference_services(namespace: str | None, labels: kopf.Labels, body: kopf.Bo
 
 
 def reconcile_deployment(
-    memo: kopf.Memo, namespace: str, name: str, indexes: dict[str, Any], full: bool
+    memo: kopf.Memo, namespace: str, name: str, indexes: dict[str, Any], full: bool, patch: kopf.Patch | None = None
 ) -> Plan | None:
-    """Plan, apply the children (when `full`), and write status only if it changed."""
+    """Plan, apply the children (when `full`), and write status only if it changed.
+
+    Inside the deployment's own handlers the status goes out with Kopf's patch (one request
+    with Kopf's bookkeeping, whose result Kopf then recognises); elsewhere it is patched directly.
+    """
     with memo.locks[(namespace, name)], counted(MODEL_DEPLOYMENTS.kind):
         record: DeploymentRecord | None = next(iter(indexes["deployments"].get((namespace, name), [])), None)
         if record is None:
             return None
         spec = ModelDeploymentSpec.model_validate(record.spec)
         # We are the status's only writer: what we last wrote is fresher than the index's view.
+        # The deployment's own handlers start from the object itself, so a retried handler whose
+        # earlier patch failed recomputes the status instead of trusting what was planned.
         uid = record.owner["metadata"]["uid"]
-        known = memo.written.get(uid, record.status)
+        known = record.status if patch is not None else memo.written.get(uid, record.status)
         current = ModelDeploymentStatus.model_validate(known)
         versions = list(indexes["model_versions"].get((namespace, spec.model), []))
         observed = next(iter(indexes["inference_services"].get((namespace, name), [])), None)
@@ -78,10 +84,14 @@ def reconcile_deployment(
                 observed = memo.kube.apply(INFERENCE_SERVICES, child)
             plan = plan_with(observed)  # what was just applied, not the index's older view
         changes = status_patch(known, plan.status)
-        if changes:
+        if not changes:
+            return plan
+        if patch is not None:
+            patch.status.update(changes)  # Kopf sends it when the handler returns
+        else:
             memo.kube.patch_status(MODEL_DEPLOYMENTS, namespace, name, changes)
-            memo.written[uid] = plan.status.model_dump(by_alias=True, exclude_none=True)
-            _announce_transition(record.owner, current, plan.status)
+        memo.written[uid] = plan.status.model_dump(by_alias=True, exclude_none=True)
+        _announce_transition(record.owner, current, plan.status)
         return plan
 
 
@@ -101,8 +111,8 @@ def _announce_transition(owner: kopf.Body, before: ModelDeploymentStatus, after:
 @kopf.on.resume(*MODEL_DEPLOYMENTS.ref)
 @kopf.on.create(*MODEL_DEPLOYMENTS.ref)
 @kopf.on.update(*MODEL_DEPLOYMENTS.ref)
-def reconcile(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
-    plan = reconcile_deployment(memo, namespace or "", name, kwargs, full=True)
+def reconcile(namespace: str | None, name: str, memo: kopf.Memo, patch: kopf.Patch, **kwargs: Any) -> None:
+    plan = reconcile_deployment(memo, namespace or "", name, kwargs, full=True, patch=patch)
     if plan is not None and plan.retry:
         raise kopf.TemporaryError(plan.status.message, delay=RETRY_DELAY)
 
