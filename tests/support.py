@@ -76,3 +76,23 @@ class Cluster:
 
     def operator_log(self) -> str:
         return "".join(p.read_text() for p in sorted(self.workdir.glob("operator-*.log")))
+
+
+def write_manifest(artifacts: Path, run: str, auc: float, passed_validation: bool = True) -> Path:
+    """What the training pipeline leaves behind, written the way it writes it."""
+    from slipway.api.artifacts import MANIFEST_FILE, VALIDATION_FILE, Manifest, ValidationReport
+    from slipway.api.modelversion import Lineage
+
+    folder = artifacts / "runs" / run
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(
+        metrics={"auc": auc, "accuracy": 0.8, "logLoss": 0.4},
+        features=["sessions_30d", "monthly_charges"],
+        lineage=Lineage(feature_service="churn_v1", feature_views=["customer_activity", "customer_billing"]),
+    )
+    (folder / MANIFEST_FILE).write_text(manifest.model_dump_json(by_alias=True))
+    report = ValidationReport(
+        passed=passed_validation, reason="" if passed_validation else "missing fraction above 0.01: sessions_30d (0.20)"
+    )
+    (folder / VALIDATION_FILE).write_text(report.model_dump_json(by_alias=True))
+    return folder

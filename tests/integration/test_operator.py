@@ -5,12 +5,13 @@ from __future__ import annotations
 import copy
 import json
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.support import Cluster, contract_manifests, wait_for
+from tests.support import Cluster, contract_manifests, wait_for, write_manifest
 
 pytestmark = pytest.mark.integration
 
@@ -94,9 +95,12 @@ def test_training_run_makes_one_owned_rayjob(operator: Cluster, namespace: str) 
     assert status["rayJob"]["name"] == job["metadata"]["name"]
 
 
-def test_rayjob_status_moves_the_run_through_its_phases(operator: Cluster, namespace: str) -> None:
-    apply(operator, namespace, TR)
+def test_rayjob_status_moves_the_run_through_its_phases(operator: Cluster, namespace: str, tmp_path: Path) -> None:
     run = TR["metadata"]["name"]
+    tr = copy.deepcopy(TR)
+    tr["spec"]["artifacts"]["uri"] = f"file://{tmp_path}/"
+    write_manifest(tmp_path, run, auc=0.9)
+    apply(operator, namespace, tr)
     job = wait_for(lambda: next(iter(rayjobs(operator, namespace)), None), what="the RayJob")["metadata"]["name"]
     wait_for(lambda: phase(operator, namespace, "trainingruns", run) == "Pending", what="Pending")
     set_status(
@@ -125,7 +129,10 @@ def test_rayjob_status_moves_the_run_through_its_phases(operator: Cluster, names
         tr["status"]["startTime"] == "2026-11-22T09:00:00Z" and tr["status"]["completionTime"] == "2026-11-22T09:30:00Z"
     )
     assert conditions(tr)["Complete"]["status"] == "True"
-    wait_for(lambda: {"RayJobRunning", "RayJobSucceeded"} <= set(events_for(operator, namespace, run)), what="events")
+    assert tr["status"]["modelVersion"] == "churn-v1"
+    wait_for(
+        lambda: {"RayJobRunning", "ModelVersionRegistered"} <= set(events_for(operator, namespace, run)), what="events"
+    )
 
 
 def test_failed_rayjob_fails_the_run_with_its_reason(operator: Cluster, namespace: str) -> None:

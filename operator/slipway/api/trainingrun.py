@@ -18,6 +18,7 @@ from .base import (
     rule,
     uri_rule,
 )
+from .modelversion import Lineage
 
 TrainingPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
 EvaluationMetric = Literal["auc", "accuracy", "logLoss"]
@@ -155,3 +156,5 @@ class TrainingRunStatus(StatusModel):
     metrics: dict[str, str] = Field(default_factory=dict, description="Final held-out metrics.")
     evaluation: EvaluationResult = Field(default_factory=EvaluationResult, description="The evaluation gate's verdict.")
     model_version: str = Field("", description="The ModelVersion this run produced.")
+    artifacts: str = Field("", description="Where this run's model, manifest and validation report are.")
+    lineage: Lineage | None = Field(None, description="Feature service and views, dataset, image, versions.")

@@ -14,8 +14,10 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from ..api.resources import Resource
+from ..reconcile.registry import next_version
 
 FIELD_MANAGER = "slipway"
+VERSION_COUNTER = "slipway-model-versions"
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -66,6 +68,44 @@ class Kube:
             field_manager=FIELD_MANAGER,
             _content_type=MERGE_PATCH,
         )
+
+    def allocate_version(self, namespace: str, model: str, floor: int) -> int:
+        """The next version number of `model`, from a per-namespace counter.
+
+        A ConfigMap keeps the last number handed out per model; a compare-and-swap on its
+        resourceVersion makes concurrent runs get distinct numbers, and a deleted
+        ModelVersion's number is never handed out again. `floor` is the highest version known
+        to exist (registered by hand, or before the counter existed).
+        """
+        core = client.CoreV1Api(self.api_client)
+        while True:
+            try:
+                counter = core.read_namespaced_config_map(VERSION_COUNTER, namespace)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+                body = client.V1ConfigMap(
+                    metadata=client.V1ObjectMeta(name=VERSION_COUNTER, namespace=namespace),
+                    data={model: str(floor + 1)},
+                )
+                try:
+                    core.create_namespaced_config_map(namespace, body, field_manager=FIELD_MANAGER)
+                except ApiException as conflict:
+                    if conflict.status == 409:
+                        continue  # someone else made it first: read theirs
+                    raise
+                return floor + 1
+            data = dict(counter.data or {})
+            version = next_version([floor], int(data.get(model, "0")))
+            data[model] = str(version)
+            counter.data = data
+            try:
+                core.replace_namespaced_config_map(VERSION_COUNTER, namespace, counter, field_manager=FIELD_MANAGER)
+            except ApiException as error:
+                if error.status == 409:
+                    continue  # lost the race: read the new value and try again
+                raise
+            return version
 
     def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
         try:

@@ -35,6 +35,10 @@ def evaluate_gate(evaluation: Evaluation, metrics: dict[str, float], serving: fl
     if evaluation.maximum is not None and value > evaluation.maximum:
         return GateVerdict(False, metric, value, f"{metric} {value:.4f} is above the maximum {evaluation.maximum:g}")
     if evaluation.must_beat_serving and serving is not None and not better(metric, value, serving):
-        return GateVerdict(False, metric, value, f"{metric} {value:.4f} does not beat the serving version's {serving:.4f}")
-    beaten = f", beating the serving version's {serving:.4f}" if evaluation.must_beat_serving and serving is not None else ""
+        return GateVerdict(
+            False, metric, value, f"{metric} {value:.4f} does not beat the serving version's {serving:.4f}"
+        )
+    beaten = (
+        f", beating the serving version's {serving:.4f}" if evaluation.must_beat_serving and serving is not None else ""
+    )
     return GateVerdict(True, metric, value, f"{metric} {value:.4f} passed the gate{beaten}")

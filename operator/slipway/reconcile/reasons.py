@@ -19,3 +19,12 @@ STRATEGY_NOT_IMPLEMENTED = "StrategyNotImplemented"
 
 # ModelVersion
 REGISTERED = "Registered"
+
+# TrainingRun, after the job
+DATA_VALIDATION_FAILED = "DataValidationFailed"
+GATE_FAILED = "GateFailed"
+GATES_PASSED = "GatesPassed"
+MANIFEST_MISSING = "ManifestMissing"
+RETRYING = "Retrying"
+BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
+MODEL_REGISTERED = "ModelVersionRegistered"

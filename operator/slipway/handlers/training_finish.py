@@ -1,0 +1,147 @@
+"""A finished attempt: read what the pipeline wrote, apply the gate, then register, retry or fail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from ..api.artifacts import MANIFEST_FILE, VALIDATION_FILE, Manifest, ValidationReport, run_uri
+from ..api.modelversion import Gates, ModelVersionSpec
+from ..api.resources import MODEL_VERSIONS, RAY_JOBS, TRAINING_RUNS
+from ..api.trainingrun import EvaluationResult, RayJobRef, TrainingRunSpec, TrainingRunStatus
+from ..builders.modelversion import build_model_version
+from ..builders.rayjob import build_rayjob
+from ..reconcile import reasons
+from ..reconcile.conditions import set_condition
+from ..reconcile.gates import evaluate_gate
+from ..reconcile.registry import model_version_name, serving_metric
+from ..reconcile.training import judge
+from ..reconcile.trainingrun import Outcome
+from ..storage import read_model
+
+
+def finish(
+    memo: kopf.Memo,
+    namespace: str,
+    run_name: str,
+    owner: kopf.Body,
+    run: TrainingRunSpec,
+    lifted: TrainingRunStatus,
+    outcome: Outcome,
+    indexes: dict[str, Any],
+    now: str,
+) -> TrainingRunStatus:
+    """The run's status after its current attempt ended with `outcome` (Succeeded or Failed)."""
+    artifacts = run_uri(run.artifacts.uri, run_name)
+    validation = read_model(artifacts + VALIDATION_FILE, ValidationReport).value
+    read = read_model(artifacts + MANIFEST_FILE, Manifest) if outcome.phase == "Succeeded" else None
+    manifest = read.value if read else None
+    versions: list[ModelVersionSpec] = list(indexes["model_versions"].get((namespace, run.model), []))
+    serving = serving_metric(_served_version(indexes, namespace, run.model), versions, run.evaluation.metric)
+    verdict = evaluate_gate(run.evaluation, manifest.metrics, serving) if manifest else None
+    judgement = judge(run, lifted.attempt, outcome, validation, manifest, verdict)
+    if read is not None and read.problem:
+        judgement = judgement._replace(message=f"{judgement.message}: {read.problem}")
+    generation = lifted.observed_generation
+    conditions = lifted.conditions
+    update: dict[str, Any] = {"artifacts": artifacts, "message": judgement.message}
+    if manifest is not None:
+        update["metrics"] = {key: f"{value:.6g}" for key, value in sorted(manifest.metrics.items())}
+        update["lineage"] = manifest.lineage
+    if verdict is not None:
+        update["evaluation"] = EvaluationResult(metric=verdict.metric, value=verdict.value, passed=verdict.passed)
+        conditions = set_condition(
+            conditions,
+            "GatesPassed",
+            "True" if verdict.passed else "False",
+            reasons.GATES_PASSED if verdict.passed else reasons.GATE_FAILED,
+            verdict.message,
+            generation,
+            now,
+        )
+
+    if judgement.action == "retry":
+        attempt = lifted.attempt + 1
+        rayjob = build_rayjob(run_name, namespace, run, attempt)
+        kopf.adopt(rayjob, owner=owner)
+        memo.kube.apply(RAY_JOBS, rayjob)
+        conditions = set_condition(conditions, "Running", "False", reasons.RETRYING, judgement.message, generation, now)
+        conditions = set_condition(
+            conditions, "Complete", "False", reasons.RETRYING, judgement.message, generation, now
+        )
+        return lifted.model_copy(
+            update={
+                **update,
+                "phase": "Pending",
+                "attempt": attempt,
+                "ray_job": RayJobRef(name=rayjob["metadata"]["name"]),
+                "completion_time": None,
+                "conditions": conditions,
+            }
+        )
+
+    if judgement.action == "register":
+        assert manifest is not None and verdict is not None
+        version = _register(
+            memo, namespace, run_name, run, lifted, artifacts, manifest, verdict.metric, verdict.value, versions
+        )
+        conditions = set_condition(
+            conditions, "Complete", "True", reasons.MODEL_REGISTERED, judgement.message, generation, now
+        )
+        return lifted.model_copy(
+            update={
+                **update,
+                "phase": "Succeeded",
+                "model_version": model_version_name(run.model, version),
+                "message": f"registered {model_version_name(run.model, version)}: {judgement.message}",
+                "conditions": conditions,
+            }
+        )
+
+    conditions = set_condition(conditions, "Complete", "False", judgement.reason, judgement.message, generation, now)
+    conditions = set_condition(conditions, "Failed", "True", judgement.reason, judgement.message, generation, now)
+    return lifted.model_copy(update={**update, "phase": "Failed", "conditions": conditions})
+
+
+def _register(
+    memo: kopf.Memo,
+    namespace: str,
+    run_name: str,
+    run: TrainingRunSpec,
+    lifted: TrainingRunStatus,
+    artifacts: str,
+    manifest: Manifest,
+    metric: str,
+    value: float | None,
+    versions: list[ModelVersionSpec],
+) -> int:
+    """Creates this run's ModelVersion exactly once.
+
+    The number is recorded in the run's status before the ModelVersion is created, so an
+    operator that dies in between creates the same one after its restart, never a second.
+    """
+    if lifted.model_version:
+        number = int(lifted.model_version.rsplit("-v", 1)[1])
+    else:
+        floor = max((v.version for v in versions), default=0)
+        number = memo.kube.allocate_version(namespace, run.model, floor=floor)
+        recorded = {"modelVersion": model_version_name(run.model, number)}
+        memo.kube.patch_status(TRAINING_RUNS, namespace, run_name, recorded)
+    gates = Gates(passed=True, metric=metric, value=value, reason="passed data validation and the evaluation gate")
+    body = build_model_version(
+        model_version_name(run.model, number), namespace, run_name, run.model, number, artifacts, manifest, gates
+    )
+    # No owner reference: deleting a run must not delete the registry's record of its model.
+    memo.kube.create(MODEL_VERSIONS, body)  # False (already there) after a restart: fine
+    return int(number)
+
+
+def _served_version(indexes: dict[str, Any], namespace: str, model: str) -> int | None:
+    """The stable version the model's deployment serves (the first deployment, if several)."""
+    for name in indexes["deployments_by_model"].get((namespace, model), []):
+        for record in indexes["deployments"].get((namespace, name), []):
+            stable = (record.status or {}).get("stableVersion")
+            if stable is not None:
+                return int(stable)
+    return None

@@ -1,0 +1,207 @@
+"""The training entrypoint end to end: Feast features -> validation -> Ray Train -> artifacts.
+
+Each case runs `python -m pipelines.churn.train` as a subprocess, as a RayJob would, against a
+Ray instance started once for the module (RAY_ADDRESS) and a small generated data set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from slipway.api.artifacts import (
+    EXIT_DATA_VALIDATION,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    VALIDATION_FILE,
+    Manifest,
+    ValidationReport,
+    profile_uri,
+    run_uri,
+)
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+CUSTOMERS = 2000
+FAST = ["--hp", "epochs=3", "--hp", "learningRate=0.01", "--hp", "batchSize=128"]
+
+
+@dataclass
+class Run:
+    returncode: int
+    output: str
+    seconds: float
+    run_dir: Path
+
+    def json(self, name: str) -> Any:
+        return json.loads((self.run_dir / name).read_text())
+
+
+@pytest.fixture(scope="module")
+def ray_address() -> Iterator[str]:
+    """One local Ray instance for every run of the module (the entrypoint joins it via RAY_ADDRESS)."""
+    ray = pytest.importorskip("ray")
+    context = ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
+    try:
+        yield str(context.address_info["gcs_address"])
+    finally:
+        ray.shutdown()
+
+
+def feast_data(directory: Path, **options: Any) -> Path:
+    """Generate the churn data set into `directory` and register the Feast repo on it."""
+    from feature_repo.generate import generate
+    from feature_repo.store import apply_repo
+
+    generate(directory, customers=CUSTOMERS, seed=0, **options)
+    apply_repo(data_dir=str(directory))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return feast_data(tmp_path_factory.mktemp("feast-clean"))
+
+
+def train(
+    name: str,
+    data: Path,
+    artifacts: Path,
+    ray_address: str,
+    *args: str,
+    attempt: int = 0,
+) -> Run:
+    spec = {
+        "model": "churn",
+        "image": "ghcr.io/example/slipway-trainer:test",
+        "features": {
+            "featureService": "churn_v1",
+            "entities": {"uri": (data / "labels.parquet").as_uri(), "timestampColumn": "event_timestamp"},
+            "label": "churned",
+        },
+        "dataValidation": {"maxMissingFraction": 0.01, "maxDrift": 0.2},
+        "scaling": {"workers": 2, "cpusPerWorker": 1, "gpusPerWorker": 0},
+        "artifacts": {"uri": artifacts.as_uri() + "/"},
+    }
+    env = {
+        **os.environ,
+        "SLIPWAY_TRAINING_RUN": json.dumps({"name": name, "namespace": "ml", "attempt": attempt, "spec": spec}),
+        "SLIPWAY_FEAST_DATA": str(data),
+        "RAY_ADDRESS": ray_address,
+        "PYTHONPATH": str(REPO),
+    }
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.churn.train", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    run_dir = Path(run_uri(artifacts.as_uri(), name).removeprefix("file://"))
+    return Run(done.returncode, done.stdout + done.stderr, time.monotonic() - started, run_dir)
+
+
+@pytest.fixture(scope="module")
+def first(clean: Path, tmp_path_factory: pytest.TempPathFactory, ray_address: str) -> tuple[Run, Manifest, Path]:
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    run = train("churn-a", clean, artifacts, ray_address, *FAST)
+    assert run.returncode == 0, run.output[-6000:]
+    manifest = Manifest.model_validate_json((run.run_dir / MANIFEST_FILE).read_text())
+    return run, manifest, artifacts
+
+
+def test_trains_evaluates_and_writes_the_artifacts(first: tuple[Run, Manifest, Path], clean: Path) -> None:
+    import torch
+
+    from feature_repo.store import historical_features, open_store
+
+    run, manifest, artifacts = first
+    print(f"first run: {run.seconds:.1f}s, metrics {manifest.metrics}")
+    assert manifest.metrics["auc"] > 0.7
+    assert 0.5 < manifest.metrics["accuracy"] <= 1 and manifest.metrics["logLoss"] > 0
+    assert manifest.epochs == 3 and manifest.resumed_from_epoch is None
+    assert manifest.features[:2] == ["sessions_30d", "days_since_last_login"]
+    assert "charges_per_tenure_month" in manifest.features
+
+    report = ValidationReport.model_validate(run.json(VALIDATION_FILE))
+    assert report.passed and report.rows == 2 * CUSTOMERS
+    assert manifest.validation == report
+
+    lineage = manifest.lineage
+    assert lineage.feature_service == "churn_v1"
+    assert lineage.feature_views == ["customer_activity", "customer_billing", "customer_derived"]
+    assert lineage.dataset_sha256 == hashlib.sha256((clean / "labels.parquet").read_bytes()).hexdigest()
+    assert lineage.dataset_uri.endswith("labels.parquet") and lineage.image.endswith(":test")
+    assert lineage.hyperparameters["epochs"] == "3" and lineage.hyperparameters["learningRate"] == "0.01"
+    assert lineage.ray_version and lineage.torch_version == torch.__version__
+
+    accepted = json.loads(Path(profile_uri(artifacts.as_uri()).removeprefix("file://")).read_text())
+    assert accepted == manifest.profile and set(accepted["features"]) == set(manifest.features)
+    assert list((run.run_dir / "checkpoints" / "churn-a").glob("checkpoint_*/state.pt"))
+
+    # The TorchScript loads without the training code and scores raw features in manifest order.
+    frame = historical_features(open_store(data_dir=str(clean)), clean / "labels.parquet")
+    x = torch.tensor(frame[manifest.features].to_numpy(dtype="float32"))
+    scorer = torch.jit.load(str(run.run_dir / MODEL_FILE))
+    p = scorer(x).detach().numpy()
+    assert p.shape == (len(frame),) and np.all((p >= 0) & (p <= 1))
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(frame["churned"], p) > 0.7
+
+
+def test_a_retry_resumes_from_the_latest_checkpoint(
+    first: tuple[Run, Manifest, Path], clean: Path, ray_address: str
+) -> None:
+    _, _, artifacts = first
+    more = [*FAST, "--hp", "epochs=4"]
+    run = train("churn-a", clean, artifacts, ray_address, *more, attempt=1)
+    assert run.returncode == 0, run.output[-6000:]
+    print(f"retry: {run.seconds:.1f}s")
+    manifest = Manifest.model_validate_json((run.run_dir / MANIFEST_FILE).read_text())
+    assert manifest.resumed_from_epoch == 2
+    assert manifest.epochs == 4
+    history = run.json("history.json")
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3]
+    assert manifest.metrics["auc"] > 0.7
+
+
+def test_missing_values_fail_validation_with_exit_3(tmp_path: Path, ray_address: str) -> None:
+    data = feast_data(tmp_path / "feast", missing={"sessions_30d": 0.2})
+    artifacts = tmp_path / "artifacts"
+    run = train("churn-missing", data, artifacts, ray_address, *FAST)
+    print(f"missing values: {run.seconds:.1f}s")
+    assert run.returncode == EXIT_DATA_VALIDATION, run.output[-6000:]
+    report = ValidationReport.model_validate(run.json(VALIDATION_FILE))
+    assert not report.passed
+    assert [(f.feature, f.check) for f in report.failures] == [("sessions_30d", "missing-fraction")]
+    assert report.reason.startswith("missing fraction above 0.01: sessions_30d (0.")
+    assert not (run.run_dir / MANIFEST_FILE).exists()
+    assert not Path(profile_uri(artifacts.as_uri()).removeprefix("file://")).exists()
+
+
+def test_drift_against_the_accepted_profile_fails_validation(
+    first: tuple[Run, Manifest, Path], tmp_path: Path, ray_address: str
+) -> None:
+    _, _, artifacts = first
+    data = feast_data(tmp_path / "feast", shift={"monthly_charges": 40.0})
+    run = train("churn-drift", data, artifacts, ray_address, *FAST)
+    assert run.returncode == EXIT_DATA_VALIDATION, run.output[-6000:]
+    report = ValidationReport.model_validate(run.json(VALIDATION_FILE))
+    drifted = {f.feature for f in report.failures if f.check == "drift"}
+    assert "monthly_charges" in drifted
+    assert "drift above 0.2: " in report.reason and "monthly_charges (PSI " in report.reason

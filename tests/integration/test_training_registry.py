@@ -1,0 +1,197 @@
+"""A finished RayJob against the real apiserver: registry, gates, data validation, retries."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from slipway.kube import Kube
+from tests.support import Cluster, contract_manifests, wait_for, write_manifest
+
+pytestmark = pytest.mark.integration
+
+TR, MV, MD = contract_manifests()
+RUN = TR["metadata"]["name"]
+
+
+def apply(cluster: Cluster, namespace: str, *objs: dict[str, Any]) -> None:
+    for obj in objs:
+        obj = copy.deepcopy(obj)
+        obj["metadata"]["namespace"] = namespace
+        result = cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(obj))
+        assert result.returncode == 0, result.stderr
+
+
+def run_with_artifacts(tmp_path: Path, name: str = RUN, **spec: Any) -> dict[str, Any]:
+    tr = copy.deepcopy(TR)
+    tr["metadata"]["name"] = name
+    tr["spec"]["artifacts"]["uri"] = f"file://{tmp_path}/"
+    tr["spec"].update(spec)
+    return tr
+
+
+def status(cluster: Cluster, namespace: str, plural: str, name: str) -> dict[str, Any]:
+    items = cluster.custom.list_namespaced_custom_object("slipway.dev", "v1alpha1", namespace, plural)["items"]
+    found = next((i for i in items if i["metadata"]["name"] == name), None)
+    return (found or {}).get("status") or {}
+
+
+def rayjob_names(cluster: Cluster, namespace: str) -> list[str]:
+    items = cluster.custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs")["items"]
+    return sorted(i["metadata"]["name"] for i in items)
+
+
+def finish_job(cluster: Cluster, namespace: str, job: str, succeeded: bool, message: str = "") -> None:
+    """What KubeRay writes when the Ray job ends."""
+    body = {
+        "jobStatus": "SUCCEEDED" if succeeded else "FAILED",
+        "jobDeploymentStatus": "Complete" if succeeded else "Failed",
+        "endTime": "2026-11-22T10:00:00Z",
+        "message": message,
+    }
+    cluster.custom.patch_namespaced_custom_object_status("ray.io", "v1", namespace, "rayjobs", job, {"status": body})
+
+
+def wait_phase(cluster: Cluster, namespace: str, name: str, phase: str) -> dict[str, Any]:
+    return wait_for(
+        lambda: (s := status(cluster, namespace, "trainingruns", name)) and s.get("phase") == phase and s,
+        timeout=30,
+        what=f"{name} {phase}",
+    )
+
+
+def model_versions(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = cluster.custom.list_namespaced_custom_object(
+        "slipway.dev", "v1alpha1", namespace, "modelversions"
+    )["items"]
+    return items
+
+
+def test_success_registers_a_gated_model_version_with_metrics_and_lineage(
+    operator: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    write_manifest(tmp_path, RUN, auc=0.91)
+    apply(operator, namespace, MV, run_with_artifacts(tmp_path))  # v3 exists, registered by hand
+    wait_for(lambda: rayjob_names(operator, namespace), what="the RayJob")
+    wait_phase(operator, namespace, RUN, "Pending")
+    finish_job(operator, namespace, f"{RUN}-0", succeeded=True)
+    final = wait_phase(operator, namespace, RUN, "Succeeded")
+    assert final["modelVersion"] == "churn-v4"  # after the hand-registered v3
+    assert final["evaluation"] == {"metric": "auc", "value": 0.91, "passed": True}
+    assert final["metrics"]["auc"] == "0.91"
+    gates = {c["type"]: c for c in final["conditions"]}["GatesPassed"]
+    assert gates["status"] == "True"
+    mv = next(v for v in model_versions(operator, namespace) if v["metadata"]["name"] == "churn-v4")
+    assert mv["spec"]["version"] == 4 and mv["spec"]["trainingRun"] == RUN
+    assert mv["spec"]["uri"] == f"file://{tmp_path}/runs/{RUN}/"
+    assert mv["spec"]["gates"]["passed"] is True
+    assert mv["spec"]["lineage"]["featureService"] == "churn_v1"
+    assert "ownerReferences" not in mv["metadata"]  # the registry outlives the run
+    wait_for(
+        lambda: status(operator, namespace, "modelversions", "churn-v4").get("gatesPassed") is True, what="MV status"
+    )
+
+
+def test_gate_failure_registers_nothing(operator: Cluster, namespace: str, tmp_path: Path) -> None:
+    write_manifest(tmp_path, RUN, auc=0.7)  # the contract's minimum is 0.80
+    apply(operator, namespace, run_with_artifacts(tmp_path))
+    wait_phase(operator, namespace, RUN, "Pending")
+    finish_job(operator, namespace, f"{RUN}-0", succeeded=True)
+    final = wait_phase(operator, namespace, RUN, "Failed")
+    failed = {c["type"]: c for c in final["conditions"]}["Failed"]
+    assert failed["reason"] == "GateFailed" and "below the minimum 0.8" in failed["message"]
+    assert final["evaluation"]["passed"] is False
+    assert model_versions(operator, namespace) == []
+
+
+def test_must_beat_serving_compares_with_the_served_version(operator: Cluster, namespace: str, tmp_path: Path) -> None:
+    write_manifest(tmp_path, RUN, auc=0.85)  # above the minimum, below the served v3's 0.86
+    apply(operator, namespace, MV, MD)
+    isvc = wait_for(
+        lambda: operator.custom.list_namespaced_custom_object(
+            "serving.kserve.io", "v1beta1", namespace, "inferenceservices"
+        )["items"],
+        what="the InferenceService",
+    )[0]
+    operator.custom.patch_namespaced_custom_object_status(
+        "serving.kserve.io",
+        "v1beta1",
+        namespace,
+        "inferenceservices",
+        "churn",
+        {
+            "status": {
+                "observedGeneration": isvc["metadata"]["generation"],
+                "conditions": [{"type": "Ready", "status": "True"}],
+            }
+        },
+    )
+    wait_for(
+        lambda: status(operator, namespace, "modeldeployments", "churn").get("stableVersion") == 3, what="serving v3"
+    )
+    apply(operator, namespace, run_with_artifacts(tmp_path))
+    wait_phase(operator, namespace, RUN, "Pending")
+    finish_job(operator, namespace, f"{RUN}-0", succeeded=True)
+    final = wait_phase(operator, namespace, RUN, "Failed")
+    assert "does not beat the serving version's 0.8600" in final["message"]
+    assert [v["metadata"]["name"] for v in model_versions(operator, namespace)] == ["churn-v3"]
+
+
+def test_data_validation_failure_has_its_reason_and_no_retry(operator: Cluster, namespace: str, tmp_path: Path) -> None:
+    write_manifest(tmp_path, RUN, auc=0.9, passed_validation=False)
+    apply(operator, namespace, run_with_artifacts(tmp_path))
+    wait_phase(operator, namespace, RUN, "Pending")
+    finish_job(operator, namespace, f"{RUN}-0", succeeded=False, message="exit code 3")
+    final = wait_phase(operator, namespace, RUN, "Failed")
+    failed = {c["type"]: c for c in final["conditions"]}["Failed"]
+    assert failed["reason"] == "DataValidationFailed" and "sessions_30d" in failed["message"]
+    assert rayjob_names(operator, namespace) == [f"{RUN}-0"]
+
+
+def test_failures_retry_up_to_the_backoff_limit_across_restarts(
+    operator: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    apply(operator, namespace, run_with_artifacts(tmp_path, backoffLimit=2))
+    wait_phase(operator, namespace, RUN, "Pending")
+    finish_job(operator, namespace, f"{RUN}-0", succeeded=False, message="worker OOMKilled")
+    wait_for(lambda: status(operator, namespace, "trainingruns", RUN).get("attempt") == 1, what="attempt 1")
+    assert rayjob_names(operator, namespace) == [f"{RUN}-0", f"{RUN}-1"]
+    assert operator.operator is not None
+    operator.operator.kill()  # the retry count lives in status, not in the operator
+    operator.start_operator()
+    finish_job(operator, namespace, f"{RUN}-1", succeeded=False, message="worker OOMKilled")
+    wait_for(lambda: status(operator, namespace, "trainingruns", RUN).get("attempt") == 2, timeout=60, what="attempt 2")
+    finish_job(operator, namespace, f"{RUN}-2", succeeded=False, message="worker OOMKilled")
+    final = wait_phase(operator, namespace, RUN, "Failed")
+    failed = {c["type"]: c for c in final["conditions"]}["Failed"]
+    assert failed["reason"] == "BackoffLimitExceeded" and "3 attempts failed" in failed["message"]
+    assert rayjob_names(operator, namespace) == [f"{RUN}-0", f"{RUN}-1", f"{RUN}-2"]
+
+
+def test_concurrent_allocations_never_share_a_version(cluster: Cluster, namespace: str) -> None:
+    kube = (
+        Kube.connect()
+        if False
+        else Kube(__import__("kubernetes").config.new_client_from_config(str(cluster.kubeconfig)))
+    )
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def allocate() -> None:
+        for _ in range(5):
+            number = kube.allocate_version(namespace, "churn", floor=0)
+            with lock:
+                got.append(number)
+
+    threads = [threading.Thread(target=allocate) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(got) == list(range(1, 21))
+    assert kube.allocate_version(namespace, "other", floor=7) == 8  # above versions registered by hand
