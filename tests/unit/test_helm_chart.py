@@ -145,6 +145,7 @@ def test_operator_uses_the_chart_service_account() -> None:
         ("kopf.dev", "clusterkopfpeerings", "patch"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
         ("", "namespaces", "watch"),
+        ("", "configmaps", "update"),  # the model-version counter
     ],
 )
 def test_cluster_role_grants_what_the_operator_uses(group: str, resource: str, verb: str) -> None:
@@ -159,7 +160,8 @@ def test_cluster_role_grants_what_the_operator_uses(group: str, resource: str, v
         ("apiextensions.k8s.io", "customresourcedefinitions", "create"),
         ("", "namespaces", "create"),
         ("", "pods", "create"),
-        ("", "configmaps", "get"),
+        ("", "configmaps", "delete"),  # only the version counter is read and updated
+        ("", "configmaps", "list"),
     ],
 )
 def test_cluster_role_grants_nothing_more(group: str, resource: str, verb: str) -> None:
