@@ -1,0 +1,79 @@
+"""One local Ray instance (head only) with its job server, owned by the dev stack."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..controlplane.server import free_port
+
+
+class LocalRay:
+    """`ray start --head --block` as a child process: stopping it stops this Ray, no other."""
+
+    def __init__(self, log_path: Path, num_cpus: int | None = None) -> None:
+        self.log_path = log_path
+        self.num_cpus = num_cpus or max(2, os.cpu_count() or 2)
+        self.dashboard_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.temp_dir = tempfile.mkdtemp(prefix="sr-", dir="/tmp")  # short: Ray's socket paths are bounded
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard_port}"
+
+    def start(self, timeout: float = 120) -> None:
+        # Ray's servers default to token auth while its clients need telling; say it once for this
+        # process and its children (the executor, the job drivers), which read ~/.ray/auth_token.
+        os.environ["RAY_AUTH_MODE"] = "token"
+        ray = Path(sys.executable).with_name("ray")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(
+            [
+                str(ray),
+                "start",
+                "--head",
+                "--block",
+                "--disable-usage-stats",
+                f"--port={free_port()}",
+                f"--num-cpus={self.num_cpus}",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self.dashboard_port}",
+                f"--temp-dir={self.temp_dir}",
+                # Free ports for every agent, so this Ray never collides with another on the machine.
+                f"--dashboard-agent-listen-port={free_port()}",
+                f"--dashboard-agent-grpc-port={free_port()}",
+                f"--runtime-env-agent-port={free_port()}",
+                f"--metrics-export-port={free_port()}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        from ray.job_submission import JobSubmissionClient
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ray start exited with {self.proc.returncode}; see {self.log_path}")
+            try:  # Ray's own client: it carries the cluster's auth token (~/.ray/auth_token)
+                JobSubmissionClient(self.address).list_jobs()
+                return
+            except (ConnectionError, RuntimeError):
+                time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"Ray's job server did not answer within {timeout}s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+                self.proc.wait()
