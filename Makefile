@@ -13,7 +13,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,train]'
 	touch $(STAMP)
 
 venv: $(STAMP) ## create .venv with the package and dev tools
@@ -43,6 +43,9 @@ unit: $(STAMP) ## unit tests only (no servers)
 integration: $(STAMP) controlplane ## integration tests against a real kube-apiserver + etcd
 	$(BIN)/pytest tests/integration
 
+e2e: $(STAMP) controlplane ## end-to-end tests in the dev stack (real Ray, Feast, training)
+	$(BIN)/pytest tests/e2e
+
 test: lint controlplane ## everything CI runs: lint, then every test (pytest exit 5, no tests, fails)
 	$(BIN)/pytest tests
 
@@ -52,4 +55,4 @@ bench: $(STAMP) controlplane ## operator scale benchmark (see bench/README.md)
 clean: ## remove the venv and dev-stack state (keeps the ~/.cache build)
 	rm -rf $(VENV) .dev .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help venv controlplane dev dev-down crds lint unit integration test bench clean
+.PHONY: help venv controlplane dev dev-down crds lint unit integration e2e test bench clean

@@ -126,7 +126,6 @@ def first(clean: Path, tmp_path_factory: pytest.TempPathFactory, ray_address: st
 
 def test_trains_evaluates_and_writes_the_artifacts(first: tuple[Run, Manifest, Path], clean: Path) -> None:
     import torch
-
     from feature_repo.store import historical_features, open_store
 
     run, manifest, artifacts = first
@@ -151,7 +150,7 @@ def test_trains_evaluates_and_writes_the_artifacts(first: tuple[Run, Manifest, P
 
     accepted = json.loads(Path(profile_uri(artifacts.as_uri()).removeprefix("file://")).read_text())
     assert accepted == manifest.profile and set(accepted["features"]) == set(manifest.features)
-    assert list((run.run_dir / "checkpoints" / "churn-a").glob("checkpoint_*/state.pt"))
+    assert len(list((run.run_dir / "checkpoints").glob("churn-a-*/checkpoint_*/state.pt"))) == 3
 
     # The TorchScript loads without the training code and scores raw features in manifest order.
     frame = historical_features(open_store(data_dir=str(clean)), clean / "labels.parquet")

@@ -65,7 +65,8 @@ def finished(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | No
 
 
 def test_a_job_runs_with_its_environment_and_succeeds(cluster: Cluster, executor: Executor, namespace: str) -> None:
-    code = "import os, sys; sys.exit(0 if os.environ['FROM_RUN'] == 'from-run' and os.environ['SLIPWAY_TEST'] == 'from-executor' else 1)"
+    both = "os.environ['FROM_RUN'] == 'from-run' and os.environ['SLIPWAY_TEST'] == 'from-executor'"
+    code = f"import os, sys; sys.exit(0 if {both} else 1)"
     cluster.custom.create_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs", rayjob("ok", namespace, code))
     status = wait_for(lambda: finished(cluster, namespace, "ok"), timeout=120, what="the job to finish")
     assert (status["jobStatus"], status["jobDeploymentStatus"]) == ("SUCCEEDED", "Complete")

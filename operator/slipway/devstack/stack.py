@@ -1,60 +1,176 @@
-"""`slipway dev up` / `slipway dev down`."""
+"""The dev stack: control plane, CRDs, operator, a local Ray with the RayJob executor, Feast data.
+
+`slipway dev up` runs it in the foreground; the e2e tests run the same `DevStack`.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
+from types import TracebackType
+
+import yaml
 
 from ..controlplane import ControlPlane
+from ..controlplane.assets import REPO_ROOT
 from .cluster import OperatorProcess, install_crds, kubectl
+from .ray_local import LocalRay
 
 PID_FILE = "dev.pid"
+NAMESPACE = "ml"
+DEMO_CUSTOMERS = 2000
+
+
+class DevStack:
+    def __init__(self, workdir: Path, with_training: bool = True) -> None:
+        self.workdir = workdir.resolve()
+        self.with_training = with_training
+        self.plane = ControlPlane(self.workdir / "controlplane")
+        self.operator = OperatorProcess(self.plane.kubeconfig, self.workdir / "operator.log")
+        self.ray = LocalRay(self.workdir / "ray.log")
+        self.executor: subprocess.Popen[bytes] | None = None
+        self.feast_data = self.workdir / "feast"
+        self.artifacts = self.workdir / "artifacts"
+
+    def __enter__(self) -> DevStack:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.stop()
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.plane.kubeconfig
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.plane.start()
+        install_crds(self.plane.assets.kubectl, self.plane.kubeconfig, self.workdir)
+        kubectl(self.plane.assets.kubectl, self.plane.kubeconfig, "create", "namespace", NAMESPACE, check=False)
+        self.operator.start()
+        if self.with_training:
+            self.prepare_features(self.feast_data)
+            self.ray.start()
+            self._start_executor()
+            self.write_demo_run()
+
+    def prepare_features(self, data: Path, *extra: str) -> None:
+        """Generates the churn data set and registers the Feast repository for it."""
+        env = {**os.environ, "SLIPWAY_FEAST_DATA": str(data)}
+        generate = [sys.executable, "-m", "feature_repo.generate", "--out", str(data)]
+        subprocess.run(
+            [*generate, "--customers", str(DEMO_CUSTOMERS), "--seed", "7", *extra], cwd=REPO_ROOT, env=env, check=True
+        )
+        subprocess.run([sys.executable, "-m", "feature_repo.store", "apply"], cwd=REPO_ROOT, env=env, check=True)
+
+    def job_env(self) -> dict[str, str]:
+        """What every training job sees, as the trainer image provides it in a cluster."""
+        return {
+            "PYTHONPATH": str(REPO_ROOT),
+            "SLIPWAY_FEATURE_REPO": str(REPO_ROOT / "feature_repo"),
+            "SLIPWAY_FEAST_DATA": str(self.feast_data),
+            "SLIPWAY_IMAGE": "local-dev",
+        }
+
+    def _start_executor(self) -> None:
+        args = [sys.executable, "-m", "slipway.devstack.rayjobs", f"--kubeconfig={self.kubeconfig}"]
+        args += [f"--ray-address={self.ray.address}", *(f"--env={k}={v}" for k, v in self.job_env().items())]
+        log = open(self.workdir / "executor.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self.executor = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+
+    def training_run(self, name: str, labels: Path | None = None, **spec: object) -> dict[str, object]:
+        """A TrainingRun for the dev stack's data, CPU-sized for one machine."""
+        body: dict[str, object] = {
+            "model": "churn",
+            "image": "local-dev",
+            "entrypoint": "pipelines.churn.train",
+            "features": {
+                "featureService": "churn_v1",
+                "entities": {"uri": f"file://{labels or self.feast_data / 'labels.parquet'}"},
+                "label": "churned",
+            },
+            "hyperparameters": {"epochs": "5", "batchSize": "256", "learningRate": "0.01"},
+            "scaling": {"workers": 2, "gpusPerWorker": 0, "cpusPerWorker": 0.5, "memoryPerWorker": "1Gi"},
+            "artifacts": {"uri": f"file://{self.artifacts}/"},
+            "evaluation": {"metric": "auc", "minimum": 0.7, "mustBeatServing": True},
+            "backoffLimit": 1,
+            "activeDeadlineSeconds": 1800,
+            **spec,
+        }
+        return {
+            "apiVersion": "slipway.dev/v1alpha1",
+            "kind": "TrainingRun",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": body,
+        }
+
+    def write_demo_run(self) -> Path:
+        path = self.workdir / "trainingrun.yaml"
+        path.write_text(yaml.safe_dump(self.training_run("churn-demo"), sort_keys=False))
+        return path
+
+    def stop(self) -> None:
+        if self.executor and self.executor.poll() is None:
+            self.executor.terminate()
+            self.executor.wait(timeout=20)
+        self.ray.stop()
+        self.operator.stop()
+        self.plane.stop()
+
+    def dead(self) -> str | None:
+        """The first component that exited, if any."""
+        for name, proc in (("operator", self.operator.proc), ("executor", self.executor)):
+            if proc is not None and proc.poll() is not None:
+                return f"the {name} exited ({proc.returncode}); see {self.workdir}/{name}.log"
+        return None
 
 
 def up(workdir: Path) -> int:
     """Runs the dev stack in the foreground until Ctrl-C (or `slipway dev down`)."""
     workdir = workdir.resolve()
-    if (workdir / PID_FILE).exists():
-        pid = int((workdir / PID_FILE).read_text())
-        if _alive(pid):
-            print(f"a dev stack is already running (pid {pid}); stop it with `slipway dev down`")
-            return 1
-    workdir.mkdir(parents=True, exist_ok=True)
+    if (workdir / PID_FILE).exists() and _alive(int((workdir / PID_FILE).read_text())):
+        print("a dev stack is already running; stop it with `slipway dev down`")
+        return 1
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    print("starting etcd and kube-apiserver (the first run builds them: a few minutes) ...", flush=True)
-    with ControlPlane(workdir / "controlplane") as plane:
-        install_crds(plane.assets.kubectl, plane.kubeconfig, workdir)
-        kubectl(plane.assets.kubectl, plane.kubeconfig, "create", "namespace", "ml", check=False)
-        operator = OperatorProcess(plane.kubeconfig, workdir / "operator.log")
-        operator.start()
+    print("starting the dev stack (the first run builds etcd and kube-apiserver: a few minutes) ...", flush=True)
+    with DevStack(workdir) as stack:
         (workdir / PID_FILE).write_text(str(os.getpid()))
         try:
             print(
-                "\nSlipway dev stack is up.\n"
-                f"  export KUBECONFIG={plane.kubeconfig}\n"
-                f"  export PATH={plane.assets.kubectl.parent}:$PATH   # a kubectl of the API server's version\n"
-                "  kubectl apply -f tests/manifests/contract.yaml\n"
-                "  kubectl get slipway -n ml\n"
-                f"Operator log: {workdir / 'operator.log'}. Ctrl-C (or `slipway dev down`) stops it all.",
+                "\nSlipway dev stack is up: kube-apiserver, the operator, Ray and the RayJob executor, Feast data.\n"
+                f"  export KUBECONFIG={stack.kubeconfig}\n"
+                f"  export PATH={stack.plane.assets.kubectl.parent}:$PATH   # a kubectl of the API server's version\n"
+                f"  kubectl apply -f {workdir / 'trainingrun.yaml'}        # trains for real on Feast features\n"
+                "  kubectl get tr,mv -n ml -w\n"
+                "  kubectl apply -f tests/manifests/contract.yaml          # the API contract's manifests\n"
+                f"Logs: {workdir}/{{operator,executor,ray}}.log. Ray dashboard: {stack.ray.address}\n"
+                "Ctrl-C (or `slipway dev down`) stops it all.",
                 flush=True,
             )
             while not stop.wait(1):
-                if operator.proc and operator.proc.poll() is not None:
-                    print(f"the operator exited ({operator.proc.returncode}); see {workdir / 'operator.log'}")
+                problem = stack.dead()
+                if problem:
+                    print(problem)
                     return 1
         finally:
-            operator.stop()
             (workdir / PID_FILE).unlink(missing_ok=True)
     print("dev stack stopped")
     return 0
 
 
-def down(workdir: Path, timeout: float = 60) -> int:
+def down(workdir: Path, timeout: float = 90) -> int:
     path = workdir / PID_FILE
     if not path.exists():
         print("no dev stack is running")
