@@ -43,13 +43,12 @@ def deployments_by_model(namespace: str | None, name: str, spec: kopf.Spec, **_:
 
 
 @kopf.index(*INFERENCE_SERVICES.ref, labels={DEPLOYMENT_LABEL: kopf.PRESENT})
-def inference_services(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
-    return {
-        (namespace, labels[DEPLOYMENT_LABEL]): {
-            "metadata": dict(body["metadata"]),
-            "status": dict(body.get("status", {})),
-        }
-    }
+def inference_services(
+    namespace: str | None, labels: kopf.Labels, meta: kopf.Meta, status: kopf.Status, **_: Any
+) -> Any:
+    # Only what readiness needs: whole bodies (managedFields and all) would multiply memory.
+    observed = {"metadata": {"generation": meta.get("generation"), "labels": dict(labels)}, "status": dict(status)}
+    return {(namespace, labels[DEPLOYMENT_LABEL]): observed}
 
 
 def reconcile_deployment(
