@@ -52,8 +52,9 @@ class Run:
 @pytest.fixture(scope="module")
 def ray_address() -> Iterator[str]:
     """One local Ray instance for every run of the module (the entrypoint joins it via RAY_ADDRESS)."""
-    ray = pytest.importorskip("ray")
-    context = ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False)
+    import ray
+
+    context = ray.init(address="local", num_cpus=3, include_dashboard=False, log_to_driver=False)
     try:
         yield str(context.address_info["gcs_address"])
     finally:
@@ -82,13 +83,14 @@ def train(
     ray_address: str,
     *args: str,
     attempt: int = 0,
+    entities: Path | None = None,
 ) -> Run:
     spec = {
         "model": "churn",
         "image": "ghcr.io/example/slipway-trainer:test",
         "features": {
             "featureService": "churn_v1",
-            "entities": {"uri": (data / "labels.parquet").as_uri(), "timestampColumn": "event_timestamp"},
+            "entities": {"uri": (entities or data / "labels.parquet").as_uri(), "timestampColumn": "event_timestamp"},
             "label": "churned",
         },
         "dataValidation": {"maxMissingFraction": 0.01, "maxDrift": 0.2},
@@ -204,3 +206,14 @@ def test_drift_against_the_accepted_profile_fails_validation(
     drifted = {f.feature for f in report.failures if f.check == "drift"}
     assert "monthly_charges" in drifted
     assert "drift above 0.2: " in report.reason and "monthly_charges (PSI " in report.reason
+
+
+def test_an_entity_dataset_without_its_label_fails_validation(clean: Path, tmp_path: Path, ray_address: str) -> None:
+    import pandas as pd
+
+    unlabeled = tmp_path / "unlabeled.parquet"
+    pd.read_parquet(clean / "labels.parquet").drop(columns=["churned"]).to_parquet(unlabeled)
+    run = train("churn-nolabel", clean, tmp_path / "artifacts", ray_address, *FAST, entities=unlabeled)
+    assert run.returncode == EXIT_DATA_VALIDATION, run.output[-6000:]
+    report = ValidationReport.model_validate(run.json(VALIDATION_FILE))
+    assert report.reason == "missing columns: churned"
