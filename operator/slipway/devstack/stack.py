@@ -76,6 +76,8 @@ class DevStack:
     def job_env(self) -> dict[str, str]:
         """What every training job sees, as the trainer image provides it in a cluster."""
         return {
+            # `python` in the entrypoint is this environment's, as it is the image's in a cluster.
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             "PYTHONPATH": str(REPO_ROOT),
             "SLIPWAY_FEATURE_REPO": str(REPO_ROOT / "feature_repo"),
             "SLIPWAY_FEAST_DATA": str(self.feast_data),
