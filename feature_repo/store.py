@@ -219,11 +219,16 @@ def feature_service(store: FeatureStore, name: str = FEATURE_SERVICE) -> Feature
     return store.get_feature_service(name)
 
 
+def _view_name(projection: Any) -> str:
+    """The projection's view name (Feast leaves `name_to_use` untyped)."""
+    return str(projection.name_to_use())
+
+
 def feature_names(store: FeatureStore, name: str = FEATURE_SERVICE, full: bool = False) -> list[str]:
     """The service's feature columns in order (``view__feature`` when ``full``)."""
     service = feature_service(store, name)
     return [
-        f"{projection.name_to_use()}__{feat.name}" if full else feat.name
+        f"{_view_name(projection)}__{feat.name}" if full else feat.name
         for projection in service.feature_view_projections
         for feat in projection.features
     ]
@@ -233,7 +238,7 @@ def feature_refs(store: FeatureStore, name: str = FEATURE_SERVICE) -> list[str]:
     """The service's features as ``view:feature`` references, in order."""
     service = feature_service(store, name)
     return [
-        f"{projection.name_to_use()}:{feat.name}"
+        f"{_view_name(projection)}:{feat.name}"
         for projection in service.feature_view_projections
         for feat in projection.features
     ]
@@ -249,7 +254,7 @@ def _integer_features(store: FeatureStore, name: str, full: bool) -> list[str]:
     from feast.types import Int32, Int64
 
     return [
-        f"{projection.name_to_use()}__{feat.name}" if full else feat.name
+        f"{_view_name(projection)}__{feat.name}" if full else feat.name
         for projection in feature_service(store, name).feature_view_projections
         for feat in projection.features
         if feat.dtype in (Int32, Int64)
