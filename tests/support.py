@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import subprocess
 import time
@@ -60,6 +61,14 @@ class Cluster:
             text=True,
             timeout=60,
         )
+
+    def apply(self, namespace: str, *objs: dict[str, Any]) -> None:
+        """`kubectl apply` of each object into `namespace`, as a user would."""
+        for obj in objs:
+            obj = copy.deepcopy(obj)
+            obj["metadata"]["namespace"] = namespace
+            result = self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(obj))
+            assert result.returncode == 0, result.stderr
 
     def start_operator(self) -> OperatorProcess:
         log = self.workdir / f"operator-{next(self._log_index)}.log"

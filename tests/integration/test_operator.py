@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.support import Cluster, contract_manifests, wait_for, write_manifest
 
@@ -17,14 +16,6 @@ pytestmark = pytest.mark.integration
 
 TR, MV, MD = contract_manifests()
 GROUP, VERSION = "slipway.dev", "v1alpha1"
-
-
-def apply(cluster: Cluster, namespace: str, *objs: dict[str, Any]) -> None:
-    for obj in objs:
-        obj = copy.deepcopy(obj)
-        obj["metadata"]["namespace"] = namespace
-        result = cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(obj))
-        assert result.returncode == 0, result.stderr
 
 
 def get(
@@ -71,7 +62,7 @@ def events_for(cluster: Cluster, namespace: str, name: str) -> list[str]:
 
 
 def test_training_run_makes_one_owned_rayjob(operator: Cluster, namespace: str) -> None:
-    apply(operator, namespace, TR)
+    operator.apply(namespace, TR)
     run = TR["metadata"]["name"]
     job = wait_for(lambda: next(iter(rayjobs(operator, namespace)), None), what="the RayJob")
     tr = get(operator, namespace, "trainingruns", run)
@@ -100,7 +91,7 @@ def test_rayjob_status_moves_the_run_through_its_phases(operator: Cluster, names
     tr = copy.deepcopy(TR)
     tr["spec"]["artifacts"]["uri"] = f"file://{tmp_path}/"
     write_manifest(tmp_path, run, auc=0.9)
-    apply(operator, namespace, tr)
+    operator.apply(namespace, tr)
     job = wait_for(lambda: next(iter(rayjobs(operator, namespace)), None), what="the RayJob")["metadata"]["name"]
     wait_for(lambda: phase(operator, namespace, "trainingruns", run) == "Pending", what="Pending")
     set_status(
@@ -136,7 +127,7 @@ def test_rayjob_status_moves_the_run_through_its_phases(operator: Cluster, names
 
 
 def test_failed_rayjob_fails_the_run_with_its_reason(operator: Cluster, namespace: str) -> None:
-    apply(operator, namespace, TR)
+    operator.apply(namespace, TR)
     run = TR["metadata"]["name"]
     job = wait_for(lambda: next(iter(rayjobs(operator, namespace)), None), what="the RayJob")["metadata"]["name"]
     wait_for(lambda: phase(operator, namespace, "trainingruns", run) == "Pending", what="Pending")
@@ -156,7 +147,7 @@ def test_failed_rayjob_fails_the_run_with_its_reason(operator: Cluster, namespac
 
 
 def test_deployment_serves_the_resolved_version_and_lifts_kserve_status(operator: Cluster, namespace: str) -> None:
-    apply(operator, namespace, MV, MD)
+    operator.apply(namespace, MV, MD)
     isvc = wait_for(lambda: next(iter(isvcs(operator, namespace)), None), what="the InferenceService")
     md = get(operator, namespace, "modeldeployments", "churn")
     assert md is not None
@@ -189,7 +180,7 @@ def test_deployment_serves_the_resolved_version_and_lifts_kserve_status(operator
 def test_missing_model_version_is_a_condition_until_it_appears(operator: Cluster, namespace: str) -> None:
     pinned = copy.deepcopy(MD)
     pinned["spec"]["version"] = 4
-    apply(operator, namespace, pinned)
+    operator.apply(namespace, pinned)
 
     def not_found() -> dict[str, Any] | None:
         cond = conditions(get(operator, namespace, "modeldeployments", "churn")).get("VersionResolved")
@@ -201,20 +192,20 @@ def test_missing_model_version_is_a_condition_until_it_appears(operator: Cluster
     assert operator.operator and operator.operator.proc and operator.operator.proc.poll() is None  # no crash
     v4 = copy.deepcopy(MV)
     v4["metadata"]["name"], v4["spec"]["version"], v4["spec"]["uri"] = "churn-v4", 4, "s3://models/churn/4/"
-    apply(operator, namespace, v4)
+    operator.apply(namespace, v4)
     isvc = wait_for(lambda: next(iter(isvcs(operator, namespace)), None), timeout=30, what="the InferenceService")
     assert isvc["metadata"]["labels"]["slipway.dev/version"] == "4"
 
 
 def test_spec_update_is_reconciled_and_foreign_fields_survive(operator: Cluster, namespace: str) -> None:
-    apply(operator, namespace, MV, MD)
+    operator.apply(namespace, MV, MD)
     wait_for(lambda: next(iter(isvcs(operator, namespace)), None), what="the InferenceService")
     labelled = operator.kubectl("label", "-n", namespace, "inferenceservice/churn", "team=fraud")
     assert labelled.returncode == 0, labelled.stderr
     updated = copy.deepcopy(MD)
     updated["spec"]["predictor"]["image"] = "ghcr.io/example/slipway-predictor:0.2.0"
     updated["spec"]["predictor"]["maxReplicas"] = 8
-    apply(operator, namespace, updated)
+    operator.apply(namespace, updated)
 
     def rolled() -> dict[str, Any] | None:
         isvc = next(iter(isvcs(operator, namespace)), None)
@@ -227,7 +218,7 @@ def test_spec_update_is_reconciled_and_foreign_fields_survive(operator: Cluster,
 
 
 def test_deleted_inferenceservice_is_recreated(operator: Cluster, namespace: str) -> None:
-    apply(operator, namespace, MV, MD)
+    operator.apply(namespace, MV, MD)
     first = wait_for(lambda: next(iter(isvcs(operator, namespace)), None), what="the InferenceService")
     operator.custom.delete_namespaced_custom_object(
         "serving.kserve.io", "v1beta1", namespace, "inferenceservices", "churn"
@@ -241,7 +232,7 @@ def test_deleted_inferenceservice_is_recreated(operator: Cluster, namespace: str
 
 
 def test_killed_operator_resumes_without_duplicates(operator: Cluster, namespace: str) -> None:
-    apply(operator, namespace, TR)
+    operator.apply(namespace, TR)
     run = TR["metadata"]["name"]
     job = wait_for(lambda: next(iter(rayjobs(operator, namespace)), None), what="the RayJob")["metadata"]["name"]
     wait_for(lambda: phase(operator, namespace, "trainingruns", run) == "Pending", what="Pending")
@@ -254,7 +245,7 @@ def test_killed_operator_resumes_without_duplicates(operator: Cluster, namespace
     )
     second = copy.deepcopy(TR)
     second["metadata"]["name"] = "churn-second"
-    apply(operator, namespace, second, MV, MD)
+    operator.apply(namespace, second, MV, MD)
 
     operator.start_operator()
     wait_for(lambda: phase(operator, namespace, "trainingruns", run) == "Running", timeout=60, what="resumed Running")
@@ -269,7 +260,7 @@ def test_killed_operator_resumes_without_duplicates(operator: Cluster, namespace
 
 
 def test_kubectl_get_shows_the_printer_columns(operator: Cluster, namespace: str) -> None:
-    apply(operator, namespace, TR, MV, MD)
+    operator.apply(namespace, TR, MV, MD)
     wait_for(lambda: phase(operator, namespace, "trainingruns", TR["metadata"]["name"]), what="a run phase")
     wait_for(lambda: phase(operator, namespace, "modeldeployments", "churn"), what="a deployment phase")
     wait_for(lambda: (get(operator, namespace, "modelversions", "churn-v3") or {}).get("status"), what="version status")
@@ -305,7 +296,7 @@ def test_liveness_endpoint_answers(operator: Cluster) -> None:
 
 
 def test_operator_exports_reconcile_metrics(operator: Cluster, namespace: str) -> None:
-    apply(operator, namespace, TR)
+    operator.apply(namespace, TR)
     wait_for(lambda: phase(operator, namespace, "trainingruns", TR["metadata"]["name"]), what="a run phase")
 
     def scraped() -> str | None:

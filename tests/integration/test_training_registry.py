@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from slipway.kube import Kube
 from tests.support import Cluster, contract_manifests, wait_for, write_manifest
@@ -17,14 +16,6 @@ pytestmark = pytest.mark.integration
 
 TR, MV, MD = contract_manifests()
 RUN = TR["metadata"]["name"]
-
-
-def apply(cluster: Cluster, namespace: str, *objs: dict[str, Any]) -> None:
-    for obj in objs:
-        obj = copy.deepcopy(obj)
-        obj["metadata"]["namespace"] = namespace
-        result = cluster.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(obj))
-        assert result.returncode == 0, result.stderr
 
 
 def run_with_artifacts(tmp_path: Path, name: str = RUN, **spec: Any) -> dict[str, Any]:
@@ -76,7 +67,7 @@ def test_success_registers_a_gated_model_version_with_metrics_and_lineage(
     operator: Cluster, namespace: str, tmp_path: Path
 ) -> None:
     write_manifest(tmp_path, RUN, auc=0.91)
-    apply(operator, namespace, MV, run_with_artifacts(tmp_path))  # v3 exists, registered by hand
+    operator.apply(namespace, MV, run_with_artifacts(tmp_path))  # v3 exists, registered by hand
     wait_for(lambda: rayjob_names(operator, namespace), what="the RayJob")
     wait_phase(operator, namespace, RUN, "Pending")
     finish_job(operator, namespace, f"{RUN}-0", succeeded=True)
@@ -99,7 +90,7 @@ def test_success_registers_a_gated_model_version_with_metrics_and_lineage(
 
 def test_gate_failure_registers_nothing(operator: Cluster, namespace: str, tmp_path: Path) -> None:
     write_manifest(tmp_path, RUN, auc=0.7)  # the contract's minimum is 0.80
-    apply(operator, namespace, run_with_artifacts(tmp_path))
+    operator.apply(namespace, run_with_artifacts(tmp_path))
     wait_phase(operator, namespace, RUN, "Pending")
     finish_job(operator, namespace, f"{RUN}-0", succeeded=True)
     final = wait_phase(operator, namespace, RUN, "Failed")
@@ -111,7 +102,7 @@ def test_gate_failure_registers_nothing(operator: Cluster, namespace: str, tmp_p
 
 def test_must_beat_serving_compares_with_the_served_version(operator: Cluster, namespace: str, tmp_path: Path) -> None:
     write_manifest(tmp_path, RUN, auc=0.85)  # above the minimum, below the served v3's 0.86
-    apply(operator, namespace, MV, MD)
+    operator.apply(namespace, MV, MD)
     isvc = wait_for(
         lambda: operator.custom.list_namespaced_custom_object(
             "serving.kserve.io", "v1beta1", namespace, "inferenceservices"
@@ -134,7 +125,7 @@ def test_must_beat_serving_compares_with_the_served_version(operator: Cluster, n
     wait_for(
         lambda: status(operator, namespace, "modeldeployments", "churn").get("stableVersion") == 3, what="serving v3"
     )
-    apply(operator, namespace, run_with_artifacts(tmp_path))
+    operator.apply(namespace, run_with_artifacts(tmp_path))
     wait_phase(operator, namespace, RUN, "Pending")
     finish_job(operator, namespace, f"{RUN}-0", succeeded=True)
     final = wait_phase(operator, namespace, RUN, "Failed")
@@ -144,7 +135,7 @@ def test_must_beat_serving_compares_with_the_served_version(operator: Cluster, n
 
 def test_data_validation_failure_has_its_reason_and_no_retry(operator: Cluster, namespace: str, tmp_path: Path) -> None:
     write_manifest(tmp_path, RUN, auc=0.9, passed_validation=False)
-    apply(operator, namespace, run_with_artifacts(tmp_path))
+    operator.apply(namespace, run_with_artifacts(tmp_path))
     wait_phase(operator, namespace, RUN, "Pending")
     finish_job(operator, namespace, f"{RUN}-0", succeeded=False, message="exit code 3")
     final = wait_phase(operator, namespace, RUN, "Failed")
@@ -156,7 +147,7 @@ def test_data_validation_failure_has_its_reason_and_no_retry(operator: Cluster, 
 def test_failures_retry_up_to_the_backoff_limit_across_restarts(
     operator: Cluster, namespace: str, tmp_path: Path
 ) -> None:
-    apply(operator, namespace, run_with_artifacts(tmp_path, backoffLimit=2))
+    operator.apply(namespace, run_with_artifacts(tmp_path, backoffLimit=2))
     wait_phase(operator, namespace, RUN, "Pending")
     finish_job(operator, namespace, f"{RUN}-0", succeeded=False, message="worker OOMKilled")
     wait_for(lambda: status(operator, namespace, "trainingruns", RUN).get("attempt") == 1, what="attempt 1")
