@@ -49,8 +49,9 @@ e2e: $(STAMP) controlplane ## end-to-end tests in the dev stack (real Ray, Feast
 test: lint controlplane ## everything CI runs: lint, then every test (pytest exit 5, no tests, fails)
 	$(BIN)/pytest tests
 
-bench: $(STAMP) controlplane ## operator scale benchmark (see bench/README.md)
+bench: $(STAMP) controlplane ## the benchmarks (operator scale, training overhead); see bench/README.md
 	$(BIN)/python bench/operator_scale.py
+	$(BIN)/python bench/training_overhead.py
 
 clean: ## remove the venv and dev-stack state (keeps the ~/.cache build)
 	rm -rf $(VENV) .dev .pytest_cache .mypy_cache .ruff_cache
