@@ -142,6 +142,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=saved)
 
 
+def loop_config(hp: Hyperparameters, features: np.ndarray) -> dict[str, Any]:
+    """The training loop's settings for `features` (standardization, model and optimizer)."""
+    mean, std = standardization(features)
+    return {
+        "mean": mean.tolist(),
+        "std": std.tolist(),
+        "hidden_units": list(hp.hidden_units),
+        "dropout": hp.dropout,
+        "learning_rate": hp.learning_rate,
+        "weight_decay": hp.weight_decay,
+        "batch_size": hp.batch_size,
+        "epochs": hp.epochs,
+        "seed": hp.seed,
+    }
+
+
 def fit(
     features: np.ndarray,
     labels: np.ndarray,
@@ -159,19 +175,10 @@ def fit(
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    mean, std = standardization(features)
     config: dict[str, Any] = {
+        **loop_config(hp, features),
         "features": ray.put(np.ascontiguousarray(features, dtype="float32")),
         "labels": ray.put(np.ascontiguousarray(labels, dtype="float32")),
-        "mean": mean.tolist(),
-        "std": std.tolist(),
-        "hidden_units": list(hp.hidden_units),
-        "dropout": hp.dropout,
-        "learning_rate": hp.learning_rate,
-        "weight_decay": hp.weight_decay,
-        "batch_size": hp.batch_size,
-        "epochs": hp.epochs,
-        "seed": hp.seed,
         "use_gpu": gpus_per_worker > 0,
     }
     resources: dict[str, float] = {"CPU": cpus_per_worker}
