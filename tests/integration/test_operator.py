@@ -151,30 +151,62 @@ def test_deployment_serves_the_resolved_version_and_lifts_kserve_status(operator
     isvc = wait_for(lambda: next(iter(isvcs(operator, namespace)), None), what="the InferenceService")
     md = get(operator, namespace, "modeldeployments", "churn")
     assert md is not None
+    assert isvc["metadata"]["name"] == "churn-v3"  # gateway traffic: one InferenceService per version
     owner = isvc["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["uid"]) == ("ModelDeployment", md["metadata"]["uid"])
     container = isvc["spec"]["predictor"]["containers"][0]
     assert {"name": "STORAGE_URI", "value": "s3://models/churn/3/"} in container["env"]
     assert isvc["metadata"]["labels"]["slipway.dev/version"] == "3"
+    route = wait_for(lambda: get(operator, namespace, "httproutes", "churn", *GATEWAY), what="the HTTPRoute")
+    assert route["spec"]["hostnames"] == [f"churn.{namespace}.example.com"]
+    assert [(r["name"], r["weight"]) for r in route["spec"]["rules"][0]["backendRefs"]] == [("churn-v3-predictor", 100)]
     wait_for(lambda: phase(operator, namespace, "modeldeployments", "churn") == "Progressing", what="Progressing")
-    set_status(
-        operator,
-        namespace,
-        "serving.kserve.io",
-        "v1beta1",
-        "inferenceservices",
-        "churn",
-        {
-            "observedGeneration": isvc["metadata"]["generation"],
-            "url": "http://churn.ml.example.com",
-            "conditions": [{"type": "Ready", "status": "True"}],
-        },
-    )
+    mark_ready(operator, namespace, isvc)
+    assert phase(operator, namespace, "modeldeployments", "churn") == "Progressing"  # the route is not in effect yet
+    accept_route(operator, namespace, route)
     wait_for(lambda: phase(operator, namespace, "modeldeployments", "churn") == "Stable", what="Stable")
     status = get(operator, namespace, "modeldeployments", "churn")["status"]  # type: ignore[index]
-    assert (status["stableVersion"], status["url"], status["canaryWeight"]) == (3, "http://churn.ml.example.com", 0)
+    assert (status["stableVersion"], status["url"], status["canaryWeight"]) == (
+        3,
+        f"http://churn.{namespace}.example.com",
+        0,
+    )
     assert status["observedGeneration"] == md["metadata"]["generation"]
-    wait_for(lambda: "EndpointReady" in events_for(operator, namespace, "churn"), what="EndpointReady event")
+    assert conditions(get(operator, namespace, "modeldeployments", "churn"))["Ready"]["status"] == "True"
+    wait_for(lambda: "Promoted" in events_for(operator, namespace, "churn"), what="Promoted event")
+
+
+GATEWAY = ("gateway.networking.k8s.io", "v1")
+
+
+def mark_ready(cluster: Cluster, namespace: str, isvc: dict[str, Any]) -> None:
+    """What KServe writes once the predictor is up."""
+    status = {
+        "observedGeneration": isvc["metadata"]["generation"],
+        "url": f"http://{isvc['metadata']['name']}.{namespace}.example.com",
+        "conditions": [{"type": "Ready", "status": "True"}],
+    }
+    set_status(
+        cluster, namespace, "serving.kserve.io", "v1beta1", "inferenceservices", isvc["metadata"]["name"], status
+    )
+
+
+def accept_route(cluster: Cluster, namespace: str, route: dict[str, Any]) -> None:
+    """What a Gateway writes once the route's weights are in effect."""
+    accepted = {
+        "type": "Accepted",
+        "status": "True",
+        "reason": "Accepted",
+        "message": "",
+        "observedGeneration": route["metadata"]["generation"],
+        "lastTransitionTime": "2026-11-23T00:00:00Z",
+    }
+    parent = {
+        "parentRef": route["spec"]["parentRefs"][0],
+        "controllerName": "example.com/gateway",
+        "conditions": [accepted],
+    }
+    set_status(cluster, namespace, *GATEWAY, "httproutes", route["metadata"]["name"], {"parents": [parent]})
 
 
 def test_missing_model_version_is_a_condition_until_it_appears(operator: Cluster, namespace: str) -> None:
@@ -200,7 +232,7 @@ def test_missing_model_version_is_a_condition_until_it_appears(operator: Cluster
 def test_spec_update_is_reconciled_and_foreign_fields_survive(operator: Cluster, namespace: str) -> None:
     operator.apply(namespace, MV, MD)
     wait_for(lambda: next(iter(isvcs(operator, namespace)), None), what="the InferenceService")
-    labelled = operator.kubectl("label", "-n", namespace, "inferenceservice/churn", "team=fraud")
+    labelled = operator.kubectl("label", "-n", namespace, "inferenceservice/churn-v3", "team=fraud")
     assert labelled.returncode == 0, labelled.stderr
     updated = copy.deepcopy(MD)
     updated["spec"]["predictor"]["image"] = "ghcr.io/example/slipway-predictor:0.2.0"
@@ -221,7 +253,7 @@ def test_deleted_inferenceservice_is_recreated(operator: Cluster, namespace: str
     operator.apply(namespace, MV, MD)
     first = wait_for(lambda: next(iter(isvcs(operator, namespace)), None), what="the InferenceService")
     operator.custom.delete_namespaced_custom_object(
-        "serving.kserve.io", "v1beta1", namespace, "inferenceservices", "churn"
+        "serving.kserve.io", "v1beta1", namespace, "inferenceservices", "churn-v3"
     )
 
     def recreated() -> dict[str, Any] | None:
@@ -270,12 +302,13 @@ def test_kubectl_get_shows_the_printer_columns(operator: Cluster, namespace: str
     assert headers == [
         ["NAME", "MODEL", "PHASE", "WORKERS", "GPUS", "METRIC", "VERSION", "AGE"],
         ["NAME", "MODEL", "VERSION", "METRIC", "GATES", "AGE"],
-        ["NAME", "MODEL", "STRATEGY", "STABLE", "CANDIDATE", "WEIGHT", "PHASE", "AGE"],
+        ["NAME", "MODEL", "STRATEGY", "STABLE", "CANDIDATE", "WEIGHT", "STEP", "PHASE", "REASON", "AGE"],
     ], out
     rows = {line[0].split("/")[0]: line for line in lines if line[0] != "NAME"}
     assert rows["trainingrun.slipway.dev"][1:5] == ["churn", "Pending", "2", "1"]
     assert rows["modelversion.slipway.dev"][1:5] == ["churn", "3", "auc=0.86", "true"]
-    assert rows["modeldeployment.slipway.dev"][1:4] == ["churn", "Canary", "3"]  # CANDIDATE 3 while not ready
+    # The first version goes straight to 100% (nothing to compare it with); not ready yet.
+    assert rows["modeldeployment.slipway.dev"][1:6] == ["churn", "Canary", "3", "100", "Progressing"], out
     category = operator.kubectl("get", "slipway", "-n", namespace, "-o", "name").stdout.split()
     assert sorted(n.split("/")[0] for n in category) == [
         "modeldeployment.slipway.dev",

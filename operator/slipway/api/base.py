@@ -6,6 +6,7 @@ and the operator (which parses objects with them) can never disagree.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -43,6 +44,14 @@ def rules(*entries: dict[str, str]) -> dict[str, Any]:
 def cel(*entries: dict[str, str]) -> ConfigDict:
     """Model config carrying object-level CEL rules (rules that compare sibling fields)."""
     return ConfigDict(json_schema_extra=rules(*entries))
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def seconds(duration: str) -> float:
+    """A duration the schema accepted (e.g. 1m30s, 500ms) in seconds."""
+    return sum(float(n) * _DURATION_UNITS[unit] for n, unit in re.findall(r"([0-9.]+)(ms|s|m|h)", duration))
 
 
 def duration_rule(field: str) -> dict[str, Any]:

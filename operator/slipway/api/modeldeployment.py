@@ -163,6 +163,12 @@ class Strategy(ApiModel):
     )
 
     type: StrategyType = Field("Direct", description="Canary, BlueGreen or Direct.")
+    progress_deadline: str = Field(
+        "600s",
+        description="How long a new version may take to become ready before its rollout is ended.",
+        max_length=32,
+        json_schema_extra=duration_rule("progressDeadline"),
+    )
     canary: Canary | None = Field(None, description="Canary steps and analysis.")
     blue_green: BlueGreen = Field(default_factory=BlueGreen, description="Blue-green settings.")
 
@@ -204,15 +210,18 @@ class AnalysisResult(StatusModel):
 
 class HistoryEntry(StatusModel):
     version: int = Field(description="The version.")
-    outcome: str = Field(description="Promoted, RolledBack, Superseded or Replaced.")
+    outcome: str = Field(description="Promoted, RolledBack, Superseded or Cancelled.")
     time: str | None = Field(None, description="When (RFC 3339).")
     reason: str = Field("", description="Why.")
 
 
 class ModelDeploymentStatus(StatusModel):
+    """The rollout's whole state: an operator restart or a new leader resumes from it exactly."""
+
     phase: DeploymentPhase = Field(
         "Pending", description="Pending, Stable, Progressing, Paused, RollingBack, Degraded or Failed."
     )
+    reason: str = Field("", description="Why the deployment is in its phase (a condition reason).")
     observed_generation: int | None = Field(None, description="The .metadata.generation last reconciled.")
     conditions: list[Condition] = conditions_field()
     stable_version: int | None = Field(None, description="The version serving (most) traffic.")
@@ -221,5 +230,19 @@ class ModelDeploymentStatus(StatusModel):
     step: int | None = Field(None, description="Current canary step (from 0).")
     url: str = Field("", description="The endpoint URL.")
     analysis: list[AnalysisResult] = Field(default_factory=list, description="The last analysis results.")
+    analysis_failures: int = Field(0, description="Failed measurements in this rollout.")
+    analysis_inconclusive: int = Field(0, description="Inconclusive measurements in this rollout (not failures).")
+    rollout_started_at: str | None = Field(None, description="When the candidate's rollout began (RFC 3339).")
+    step_started_at: str | None = Field(None, description="When the current weight took effect (RFC 3339).")
+    last_analysis_at: str | None = Field(None, description="When the last measurement was taken (RFC 3339).")
+    previous_version: int | None = Field(None, description="The former stable version, kept warm after a switch.")
+    scale_down_at: str | None = Field(None, description="When the former stable version is removed (RFC 3339).")
+    rolled_back_version: int | None = Field(
+        None, description="A rolled-back version, kept for inspection and not retried until the spec changes."
+    )
+    rolled_back_generation: int | None = Field(None, description="The .metadata.generation it was rolled back at.")
+    handled_requests: dict[str, str] = Field(
+        default_factory=dict, description="The last promote/abort/retry request handled, by verb."
+    )
     history: list[HistoryEntry] = Field(default_factory=list, description="Past rollouts, newest last.")
     message: str = Field("", description="Human-readable summary of the current state.")

@@ -35,3 +35,8 @@ TRAINING_RUN_LABEL = f"{GROUP}/training-run"
 DEPLOYMENT_LABEL = f"{GROUP}/deployment"
 VERSION_LABEL = f"{GROUP}/version"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "slipway"}
+# `kubectl slipway` asks the rollout engine through these annotations: promote, abort and retry
+# hold a request id (a new id is a new request), paused holds "true".
+ROLLOUT_REQUEST_PREFIX = f"rollout.{GROUP}/"
+ROLLOUT_VERBS = ("promote", "abort", "retry")
+PAUSED_ANNOTATION = f"{ROLLOUT_REQUEST_PREFIX}paused"

@@ -29,10 +29,29 @@ def predictor_env(deployment: ModelDeploymentSpec, version: ModelVersionSpec) ->
     return env
 
 
+def inferenceservice_name(deployment_name: str, deployment: ModelDeploymentSpec, version: int) -> str:
+    """gateway: one InferenceService per version (the route splits); kserve: one, revised in place."""
+    return f"{deployment_name}-v{version}" if deployment.traffic == "gateway" else deployment_name
+
+
+def predictor_service(isvc_name: str) -> str:
+    """The Service KServe (RawDeployment) puts in front of an InferenceService's predictor."""
+    return f"{isvc_name}-predictor"
+
+
 def build_inferenceservice(
-    name: str, namespace: str, deployment_name: str, deployment: ModelDeploymentSpec, version: ModelVersionSpec
+    name: str,
+    namespace: str,
+    deployment_name: str,
+    deployment: ModelDeploymentSpec,
+    version: ModelVersionSpec,
+    canary_traffic_percent: int | None = None,
 ) -> dict[str, Any]:
-    """One InferenceService serving `version`; the handler adds the owner reference."""
+    """One InferenceService serving `version`; the handler adds the owner reference.
+
+    `canary_traffic_percent` (kserve traffic only) sends that share to this spec's revision and
+    the rest to KServe's last rolled-out revision.
+    """
     predictor = deployment.predictor
     resources = predictor.resources.model_dump(by_alias=True, exclude_defaults=True)
     container: dict[str, Any] = {
@@ -44,6 +63,13 @@ def build_inferenceservice(
     }
     if resources:
         container["resources"] = resources
+    predictor_spec: dict[str, Any] = {
+        "minReplicas": predictor.min_replicas,
+        "maxReplicas": predictor.max_replicas,
+        "containers": [container],
+    }
+    if canary_traffic_percent is not None:
+        predictor_spec["canaryTrafficPercent"] = canary_traffic_percent
     return {
         "apiVersion": INFERENCE_SERVICES.api_version,
         "kind": INFERENCE_SERVICES.kind,
@@ -58,11 +84,5 @@ def build_inferenceservice(
             },
             "annotations": {DEPLOYMENT_MODE_ANNOTATION: DEPLOYMENT_MODES[deployment.traffic]},
         },
-        "spec": {
-            "predictor": {
-                "minReplicas": predictor.min_replicas,
-                "maxReplicas": predictor.max_replicas,
-                "containers": [container],
-            }
-        },
+        "spec": {"predictor": predictor_spec},
     }

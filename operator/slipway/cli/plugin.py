@@ -1,63 +1,136 @@
-"""`kubectl slipway`: inspect (and, with the rollout engine, drive) ModelDeployments.
+"""`kubectl slipway`: inspect and drive ModelDeployment rollouts.
 
-kubectl finds this as `kubectl-slipway` on PATH and passes its arguments through.
+kubectl finds this as `kubectl-slipway` on PATH and passes its arguments through. Every action
+goes through the API: promote, abort and retry set a request annotation with a fresh id, pause
+and resume set or clear the paused annotation, and the operator's rollout engine acts on them.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
+import uuid
+from collections.abc import Callable
 from typing import Any, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from ..api.resources import MODEL_DEPLOYMENTS
+from ..api.resources import MODEL_DEPLOYMENTS, PAUSED_ANNOTATION, ROLLOUT_REQUEST_PREFIX
+
+ACTIONS = {
+    "promote": "promote the candidate to stable now (skipping the remaining steps and analysis)",
+    "abort": "roll the candidate back; after a blue-green switch, switch back to the previous version",
+    "retry": "roll out a rolled-back version again",
+    "pause": "hold the rollout where it is",
+    "resume": "continue a paused rollout (the current step's pause starts over)",
+}
 
 
 def render_status(md: dict[str, Any]) -> str:
-    """A human view of a ModelDeployment's rollout."""
+    """A human view of a ModelDeployment's rollout: phase, weights, steps, analysis, history."""
     spec, status = md.get("spec", {}), md.get("status") or {}
     meta = md["metadata"]
+    strategy = spec.get("strategy", {})
+    stable, candidate = status.get("stableVersion"), status.get("candidateVersion")
+    weight = status.get("canaryWeight", 0) if candidate is not None else 0
     lines = [
         f"ModelDeployment {meta['namespace']}/{meta['name']}  model={spec.get('model')}  "
-        f"strategy={spec.get('strategy', {}).get('type')}  requested={spec.get('version')}",
-        f"  phase:     {status.get('phase', 'Pending')}",
-        f"  stable:    {status.get('stableVersion', '-')}",
-        f"  candidate: {status.get('candidateVersion', '-')}  weight={status.get('canaryWeight', 0)}%",
+        f"strategy={strategy.get('type')}  requested={spec.get('version')}  traffic={spec.get('traffic')}",
+        f"  phase:     {status.get('phase', 'Pending')}" + (f" ({status['reason']})" if status.get("reason") else ""),
+        f"  stable:    {'-' if stable is None else stable}  weight={100 - weight if stable is not None else 0}%",
+        f"  candidate: {'-' if candidate is None else candidate}  weight={weight}%",
         f"  url:       {status.get('url') or '-'}",
     ]
-    steps = (spec.get("strategy", {}).get("canary") or {}).get("steps", [])
-    if steps:
-        current = status.get("step")
+    if (meta.get("annotations") or {}).get(PAUSED_ANNOTATION) == "true":
+        lines.append("  paused by a user (kubectl slipway resume continues)")
+    steps = (strategy.get("canary") or {}).get("steps", [])
+    if steps and strategy.get("type") == "Canary":
+        current = status.get("step") if candidate is not None else None
+        lines.append("  steps:")
         for index, step in enumerate(steps):
-            marker = ">" if index == current else " "
-            lines.append(f"  {marker} step {index}: weight {step['weight']}% pause {step.get('pause', '0s')}")
-    for result in status.get("analysis", []):
-        lines.append(f"  analysis {result.get('metric')}: {result.get('verdict')} {result.get('value', '')}")
+            marker = " " if current is None else ">" if index == current else "x" if index < current else " "
+            lines.append(f"    {marker} {index}: weight {step['weight']}%  pause {step.get('pause', '0s')}")
+    if status.get("analysis"):
+        lines.append(
+            f"  analysis (failures {status.get('analysisFailures', 0)}, "
+            f"inconclusive {status.get('analysisInconclusive', 0)}, at {status.get('lastAnalysisAt', '-')}):"
+        )
+        for result in status["analysis"]:
+            value = result.get("value")
+            shown = "-" if value is None else f"{value:g}"
+            lines.append(
+                f"    {result.get('metric'):<22} {result.get('verdict'):<12} {shown:<10} {result.get('message', '')}"
+            )
+    if status.get("rolledBackVersion") is not None:
+        lines.append(f"  rolled back: version {status['rolledBackVersion']} (kubectl slipway retry tries it again)")
+    if status.get("previousVersion") is not None:
+        lines.append(f"  warm:      version {status['previousVersion']} until {status.get('scaleDownAt', '-')}")
     for cond in status.get("conditions", []):
         lines.append(f"  {cond['type']}={cond['status']} ({cond.get('reason', '')}): {cond.get('message', '')}")
+    history = status.get("history", [])[-5:]
+    if history:
+        lines.append("  history:")
+        for entry in history:
+            lines.append(
+                f"    {entry.get('time', '')}  v{entry['version']}  {entry['outcome']}  {entry.get('reason', '')}"
+            )
     if status.get("message"):
         lines.append(f"  message:   {status['message']}")
     return "\n".join(lines)
 
 
+def request_patch(action: str) -> dict[str, Any]:
+    """The metadata patch that asks the operator for `action`."""
+    if action == "pause":
+        return {"metadata": {"annotations": {PAUSED_ANNOTATION: "true"}}}
+    if action == "resume":
+        return {"metadata": {"annotations": {PAUSED_ANNOTATION: None}}}
+    request = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+    return {"metadata": {"annotations": {ROLLOUT_REQUEST_PREFIX + action: request}}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kubectl slipway", description=__doc__)
     parser.add_argument("-n", "--namespace", default=None, help="namespace (default: the kubeconfig's)")
+    parser.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     commands = parser.add_subparsers(dest="command", required=True)
     status = commands.add_parser("status", help="show a ModelDeployment's rollout")
     status.add_argument("name")
+    status.add_argument("-w", "--watch", action="store_true", help="refresh until interrupted")
+    status.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes with --watch")
+    for action, text in ACTIONS.items():
+        commands.add_parser(action, help=text).add_argument("name")
     args = parser.parse_args(argv)
 
-    config.load_kube_config()  # type: ignore[no-untyped-call]
-    namespace = args.namespace or config.list_kube_config_contexts()[1]["context"].get("namespace", "default")  # type: ignore[no-untyped-call]
+    config.load_kube_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+    contexts = config.list_kube_config_contexts(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+    namespace = args.namespace or contexts[1]["context"].get("namespace", "default")
     api = client.CustomObjectsApi()
-    try:
-        md = api.get_namespaced_custom_object(
-            *MODEL_DEPLOYMENTS.ref[:2], namespace, MODEL_DEPLOYMENTS.plural, args.name
-        )
-    except ApiException as error:
-        print(f"error: ModelDeployment {namespace}/{args.name}: {error.reason}")
+    group, version = MODEL_DEPLOYMENTS.group, MODEL_DEPLOYMENTS.version
+
+    def call(fn: Callable[..., Any], *extra: Any) -> dict[str, Any] | None:
+        try:
+            return cast(dict[str, Any], fn(group, version, namespace, MODEL_DEPLOYMENTS.plural, args.name, *extra))
+        except ApiException as error:
+            print(f"error: ModelDeployment {namespace}/{args.name}: {error.reason}")
+            return None
+
+    if args.command == "status":
+        while True:
+            md = call(api.get_namespaced_custom_object)
+            if md is None:
+                return 1
+            if args.watch:
+                print("\033[2J\033[H", end="")  # clear the terminal between frames
+            print(render_status(md), flush=True)
+            if not args.watch:
+                return 0
+            try:
+                time.sleep(args.interval)
+            except KeyboardInterrupt:
+                return 0
+    if call(api.patch_namespaced_custom_object, request_patch(args.command)) is None:
         return 1
-    print(render_status(cast(dict[str, Any], md)))
+    print(f"modeldeployment.slipway.dev/{args.name} {args.command} requested")
     return 0

@@ -6,11 +6,35 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import kopf
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
+
+from ..api.modeldeployment import ModelDeploymentStatus
 
 RECONCILES = Counter(
     "slipway_reconciles_total", "Reconciles by kind and result (ok, retry, error).", ["kind", "result"]
 )
+
+ROLLOUT_WEIGHT = Gauge(
+    "slipway_rollout_candidate_weight", "Traffic percent on the candidate, per ModelDeployment.", ["namespace", "name"]
+)
+ROLLOUT_PHASE = Gauge(
+    "slipway_rollout_phase",
+    "1 for the ModelDeployment's current phase, 0 for the others.",
+    ["namespace", "name", "phase"],
+)
+ANALYSIS_RESULTS = Gauge(
+    "slipway_analysis_value", "The last measured value per analysis metric.", ["namespace", "name", "metric"]
+)
+PHASES = ("Pending", "Stable", "Progressing", "Paused", "RollingBack", "Degraded", "Failed")
+
+
+def observe_deployment(namespace: str, name: str, status: ModelDeploymentStatus) -> None:
+    ROLLOUT_WEIGHT.labels(namespace, name).set(status.canary_weight if status.candidate_version else 0)
+    for phase in PHASES:
+        ROLLOUT_PHASE.labels(namespace, name, phase).set(1 if status.phase == phase else 0)
+    for result in status.analysis:
+        if result.value is not None:
+            ANALYSIS_RESULTS.labels(namespace, name, result.metric).set(result.value)
 
 
 @contextmanager

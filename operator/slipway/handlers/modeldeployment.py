@@ -1,25 +1,32 @@
-"""ModelDeployment -> InferenceService, with status lifted from what KServe reports.
+"""ModelDeployment -> InferenceServices (+ HTTPRoute), driven by the rollout engine.
 
 One function reconciles a deployment from the operator's indexes; it is called on the
-deployment's own changes, on its InferenceService's events and on new ModelVersions, so every
-path computes the same answer (level-based), under a per-deployment lock.
+deployment's own changes (spec and the rollout annotations a user sets), on its children's
+events, on new ModelVersions, and on a timer while a rollout is under way (pauses, analysis,
+deadlines), so every path computes the same answer, under a per-deployment lock.
 """
 
 from __future__ import annotations
 
+import os
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import kopf
 
 from ..api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
-from ..api.resources import DEPLOYMENT_LABEL, INFERENCE_SERVICES, MODEL_DEPLOYMENTS
-from ..reconcile.conditions import condition, now_rfc3339
-from ..reconcile.modeldeployment import Plan, plan_deployment
+from ..api.resources import DEPLOYMENT_LABEL, HTTP_ROUTES, INFERENCE_SERVICES, MODEL_DEPLOYMENTS
+from ..builders.httproute import Routing
+from ..prometheus import measure
+from ..reconcile.analysis import QueryContext
+from ..reconcile.modeldeployment import Observed, Plan, plan_deployment
+from ..reconcile.rollout import Commands, analysis_due, analysis_of, commands_from, needs_ticks, rfc3339, traffic_of
 from ..reconcile.status import status_patch
 from .events import announce, reference
-from .metrics import counted
+from .metrics import counted, observe_deployment
 
 RETRY_DELAY = 30  # seconds; a new ModelVersion also triggers a reconcile at once
+TICK_SECONDS = 1.0  # how often a rollout under way is looked at
 
 
 class DeploymentRecord(NamedTuple):
@@ -27,14 +34,30 @@ class DeploymentRecord(NamedTuple):
     generation: int | None
     spec: dict[str, Any]
     status: dict[str, Any]
+    commands: Commands
+
+
+def routing() -> Routing:
+    return Routing.parse(
+        os.environ.get("SLIPWAY_GATEWAY", "slipway-system/slipway-gateway"),
+        os.environ.get("SLIPWAY_INGRESS_DOMAIN", "example.com"),
+    )
 
 
 @kopf.index(*MODEL_DEPLOYMENTS.ref)
 def deployments(
-    namespace: str | None, name: str, body: kopf.Body, meta: kopf.Meta, spec: kopf.Spec, status: kopf.Status, **_: Any
+    namespace: str | None,
+    name: str,
+    body: kopf.Body,
+    meta: kopf.Meta,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    annotations: kopf.Annotations,
+    **_: Any,
 ) -> Any:
     owner = reference(body["apiVersion"], body["kind"], namespace, name, meta["uid"])
-    return {(namespace, name): DeploymentRecord(owner, meta.get("generation"), dict(spec), dict(status))}
+    record = DeploymentRecord(owner, meta.get("generation"), dict(spec), dict(status), commands_from(annotations))
+    return {(namespace, name): record}
 
 
 @kopf.index(*MODEL_DEPLOYMENTS.ref)
@@ -44,17 +67,36 @@ def deployments_by_model(namespace: str | None, name: str, spec: kopf.Spec, **_:
 
 @kopf.index(*INFERENCE_SERVICES.ref, labels={DEPLOYMENT_LABEL: kopf.PRESENT})
 def inference_services(
-    namespace: str | None, labels: kopf.Labels, meta: kopf.Meta, status: kopf.Status, **_: Any
+    namespace: str | None,
+    name: str,
+    labels: kopf.Labels,
+    meta: kopf.Meta,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    **_: Any,
 ) -> Any:
-    # Only what readiness needs: whole bodies (managedFields and all) would multiply memory.
-    observed = {"metadata": {"generation": meta.get("generation"), "labels": dict(labels)}, "status": dict(status)}
+    # Only what the rollout needs: whole bodies (managedFields and all) would multiply memory.
+    percent = spec.get("predictor", {}).get("canaryTrafficPercent")
+    observed = {
+        "metadata": {"name": name, "generation": meta.get("generation"), "labels": dict(labels)},
+        "spec": {"predictor": {} if percent is None else {"canaryTrafficPercent": percent}},
+        "status": dict(status),
+    }
+    return {(namespace, labels[DEPLOYMENT_LABEL]): observed}
+
+
+@kopf.index(*HTTP_ROUTES.ref, labels={DEPLOYMENT_LABEL: kopf.PRESENT})
+def http_routes(
+    namespace: str | None, labels: kopf.Labels, meta: kopf.Meta, spec: kopf.Spec, status: kopf.Status, **_: Any
+) -> Any:
+    observed = {"metadata": {"generation": meta.get("generation")}, "spec": dict(spec), "status": dict(status)}
     return {(namespace, labels[DEPLOYMENT_LABEL]): observed}
 
 
 def reconcile_deployment(
     memo: kopf.Memo, namespace: str, name: str, indexes: dict[str, Any], full: bool, patch: kopf.Patch | None = None
 ) -> Plan | None:
-    """Plan, apply the children (when `full`), and write status only if it changed.
+    """Observe, measure when due, run the engine, apply the children (when `full`), write status.
 
     Inside the deployment's own handlers the status goes out with Kopf's patch (one request
     with Kopf's bookkeeping, whose result Kopf then recognises); elsewhere it is patched directly.
@@ -71,40 +113,56 @@ def reconcile_deployment(
         known = record.status if patch is not None else memo.written.get(uid, record.status)
         current = ModelDeploymentStatus.model_validate(known)
         versions = list(indexes["model_versions"].get((namespace, spec.model), []))
-        observed = next(iter(indexes["inference_services"].get((namespace, name), [])), None)
-
-        def plan_with(isvc: dict[str, Any] | None) -> Plan:
-            return plan_deployment(name, namespace, spec, current, versions, isvc, record.generation, now_rfc3339())
-
-        plan = plan_with(observed)
-        if full and plan.children:
-            for child in plan.children:
-                kopf.adopt(child, owner=record.owner)
-                observed = memo.kube.apply(INFERENCE_SERVICES, child)
-            plan = plan_with(observed)  # what was just applied, not the index's older view
+        isvcs = {i["metadata"]["name"]: i for i in indexes["inference_services"].get((namespace, name), [])}
+        route = next(iter(indexes["http_routes"].get((namespace, name), [])), None)
+        now = datetime.now(UTC)
+        analysis = None
+        if analysis_due(spec, current, now):
+            settings = analysis_of(spec)
+            assert settings is not None and current.candidate_version is not None  # analysis_due says so
+            context = QueryContext(
+                namespace, spec.model, current.candidate_version, current.stable_version, settings.interval
+            )
+            analysis = measure(spec.prometheus.url, settings.metrics, context, rfc3339(now))
+        plan = plan_deployment(
+            name,
+            namespace,
+            spec,
+            current,
+            versions,
+            Observed(isvcs, route),
+            record.generation,
+            now,
+            routing(),
+            analysis,
+            record.commands,
+        )
+        if full or traffic_of(current) != plan.traffic:
+            _apply_children(memo, record.owner, namespace, plan, isvcs, route is not None)
         changes = status_patch(known, plan.status)
-        if not changes:
-            return plan
-        if patch is not None:
-            patch.status.update(changes)  # Kopf sends it when the handler returns
-        else:
-            memo.kube.patch_status(MODEL_DEPLOYMENTS, namespace, name, changes)
-        memo.written[uid] = plan.status.model_dump(by_alias=True, exclude_none=True)
-        _announce_transition(record.owner, current, plan.status)
+        if changes:
+            if patch is not None:
+                patch.status.update(changes)  # Kopf sends it when the handler returns
+            else:
+                memo.kube.patch_status(MODEL_DEPLOYMENTS, namespace, name, changes)
+            memo.written[uid] = plan.status.model_dump(by_alias=True, exclude_none=True)
+        for event in plan.events:
+            announce(record.owner, event.warning, event.reason, event.message)
+        observe_deployment(namespace, name, plan.status)
         return plan
 
 
-def _announce_transition(owner: kopf.Body, before: ModelDeploymentStatus, after: ModelDeploymentStatus) -> None:
-    old, new = condition(before.conditions, "Ready"), condition(after.conditions, "Ready")
-    if old is None and after.phase == "Progressing":
-        return  # a new deployment starting its first rollout is not news; problems still are
-    if new is None or (
-        old is not None and (old.status, old.reason) == (new.status, new.reason) and before.phase == after.phase
-    ):
-        return
-    announce(
-        owner, new.status == "False" and after.phase in ("Pending", "Failed", "Degraded"), new.reason, after.message
-    )
+def _apply_children(
+    memo: kopf.Memo, owner: kopf.Body, namespace: str, plan: Plan, isvcs: dict[str, Any], has_route: bool
+) -> None:
+    # InferenceServices first, the route last: a backend exists before traffic is sent to it.
+    for child in plan.children:
+        kopf.adopt(child, owner=owner)
+        memo.kube.apply(HTTP_ROUTES if child["kind"] == HTTP_ROUTES.kind else INFERENCE_SERVICES, child)
+    for stale in sorted(set(isvcs) - plan.keep):
+        memo.kube.delete(INFERENCE_SERVICES, namespace, stale)
+    if has_route and not plan.keep_route:
+        memo.kube.delete(HTTP_ROUTES, namespace, owner["metadata"]["name"])
 
 
 @kopf.on.resume(*MODEL_DEPLOYMENTS.ref)
@@ -116,9 +174,25 @@ def reconcile(namespace: str | None, name: str, memo: kopf.Memo, patch: kopf.Pat
         raise kopf.TemporaryError(plan.status.message, delay=RETRY_DELAY)
 
 
+def _rollout_under_way(status: kopf.Status, **_: Any) -> bool:
+    return needs_ticks(ModelDeploymentStatus.model_validate(dict(status)))
+
+
+@kopf.timer(*MODEL_DEPLOYMENTS.ref, interval=TICK_SECONDS, when=_rollout_under_way)
+def tick(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Time moves a rollout too: pauses end, measurements fall due, deadlines pass."""
+    reconcile_deployment(memo, namespace or "", name, kwargs, full=True)
+
+
 @kopf.on.event(*INFERENCE_SERVICES.ref, labels={DEPLOYMENT_LABEL: kopf.PRESENT})
 def lift_inferenceservice_status(
     type: str, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any
 ) -> None:
     # A deleted InferenceService is recreated; otherwise only the status needs lifting.
+    reconcile_deployment(memo, namespace or "", labels[DEPLOYMENT_LABEL], kwargs, full=type == "DELETED")
+
+
+@kopf.on.event(*HTTP_ROUTES.ref, labels={DEPLOYMENT_LABEL: kopf.PRESENT})
+def follow_route(type: str, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any) -> None:
+    # A Gateway accepting new weights can move the rollout on; a deleted route is recreated.
     reconcile_deployment(memo, namespace or "", labels[DEPLOYMENT_LABEL], kwargs, full=type == "DELETED")

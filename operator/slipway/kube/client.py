@@ -134,3 +134,13 @@ class Kube:
                 return False
             raise
         return True
+
+    def delete(self, resource: Resource, namespace: str, name: str) -> None:
+        """Delete if present (background propagation: its pods go with it)."""
+        try:
+            self.custom.delete_namespaced_custom_object(
+                resource.group, resource.version, namespace, resource.plural, name, propagation_policy="Background"
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise

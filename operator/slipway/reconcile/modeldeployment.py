@@ -1,36 +1,46 @@
-"""ModelDeployment: desired InferenceService and next status.
+"""ModelDeployment: observe the children, run the rollout engine, and build the desired children.
 
-The first version of any strategy is deployed directly (there is nothing to compare a canary
-with). A later version under Canary or BlueGreen waits for the rollout engine: the stable
-version keeps all traffic and a condition says why, so no traffic moves unanalysed.
+traffic: gateway -> one InferenceService per version in play (`<name>-v<N>`, RawDeployment) and
+one HTTPRoute `<name>` splitting over them by weight; a version is in effect once a Gateway has
+accepted the route's generation. traffic: kserve -> one InferenceService `<name>` whose
+`canaryTrafficPercent` splits between its spec's revision and KServe's last rolled-out one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any, NamedTuple
 
-from ..api.base import Condition
-from ..api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from ..api.base import ConditionStatus
+from ..api.modeldeployment import AnalysisResult, ModelDeploymentSpec, ModelDeploymentStatus
 from ..api.modelversion import ModelVersionSpec
 from ..api.resources import VERSION_LABEL
-from ..builders.inferenceservice import build_inferenceservice
-from . import reasons
-from .conditions import condition, set_condition
+from ..builders.httproute import Routing, build_httproute, hostname, route_accepted, route_weights
+from ..builders.inferenceservice import build_inferenceservice, inferenceservice_name, predictor_service
+from .conditions import set_condition
+from .rollout import Commands, Endpoint, Event, Observation, Traffic, advance, rfc3339
 from .versions import resolve_version
 
 
+class Observed(NamedTuple):
+    """The children as last seen: InferenceServices by name, and the HTTPRoute."""
+
+    isvcs: Mapping[str, dict[str, Any]]
+    route: dict[str, Any] | None = None
+
+
 class Plan(NamedTuple):
-    children: list[dict[str, Any]]
+    children: list[dict[str, Any]]  # InferenceServices (and the HTTPRoute last) to apply
+    keep: frozenset[str]  # InferenceService names that belong; others of this deployment go
+    keep_route: bool
     status: ModelDeploymentStatus
+    traffic: Traffic
+    events: list[Event]
     retry: bool  # nothing to serve yet: look again later
 
 
-def inferenceservice_name(deployment_name: str) -> str:
-    return deployment_name
-
-
-def isvc_serves(isvc: dict[str, Any] | None, version: int) -> tuple[bool, str]:
+def isvc_serves(isvc: Mapping[str, Any] | None, version: int) -> tuple[bool, str]:
     """Whether the observed InferenceService is ready with `version`, and why not.
 
     KServe's Ready condition speaks for the spec of status.observedGeneration, so readiness of an
@@ -49,110 +59,121 @@ def isvc_serves(isvc: dict[str, Any] | None, version: int) -> tuple[bool, str]:
     return False, "the InferenceService has not reported readiness yet"
 
 
+def _version_of(isvc: Mapping[str, Any]) -> int | None:
+    label = isvc.get("metadata", {}).get("labels", {}).get(VERSION_LABEL, "")
+    return int(label) if str(label).isdigit() else None
+
+
+class Seen(NamedTuple):
+    endpoints: dict[int, Endpoint]
+    applied: dict[int, int] | None
+    url: str
+
+
+def observe(
+    name: str, namespace: str, spec: ModelDeploymentSpec, stable: int | None, observed: Observed, routing: Routing
+) -> Seen:
+    """Readiness per version, the traffic in effect, and the URL, from what the children report."""
+    endpoints: dict[int, Endpoint] = {}
+    for isvc in observed.isvcs.values():
+        version = _version_of(isvc)
+        if version is not None:
+            endpoints[version] = Endpoint(*isvc_serves(isvc, version))
+    if spec.traffic == "gateway":
+        route = observed.route
+        if route is None or not route_accepted(route):
+            return Seen(endpoints, None, "")
+        services = {predictor_service(n): v for n, i in observed.isvcs.items() if (v := _version_of(i)) is not None}
+        in_effect = {services[svc]: w for svc, w in route_weights(route).items() if svc in services}
+        return Seen(endpoints, in_effect, f"http://{hostname(name, namespace, routing)}")
+    single = observed.isvcs.get(name)
+    if single is None:
+        return Seen(endpoints, None, "")
+    isvc = single
+    status = isvc.get("status") or {}
+    version = _version_of(isvc)
+    if stable is not None and stable != version and status.get("url"):
+        endpoints[stable] = Endpoint(True)  # KServe's last rolled-out revision keeps serving it
+    applied: dict[int, int] | None = None
+    if version is not None and status.get("observedGeneration", 0) >= isvc["metadata"].get("generation", 1):
+        percent = isvc.get("spec", {}).get("predictor", {}).get("canaryTrafficPercent")
+        if percent is None or stable is None or stable == version:
+            applied = {version: 100}
+        else:
+            applied = {version: int(percent), stable: 100 - int(percent)}
+    return Seen(endpoints, applied, status.get("url", ""))
+
+
+def desired_children(
+    name: str,
+    namespace: str,
+    spec: ModelDeploymentSpec,
+    status: ModelDeploymentStatus,
+    traffic: Traffic,
+    versions: Mapping[int, ModelVersionSpec],
+    routing: Routing,
+) -> tuple[list[dict[str, Any]], frozenset[str], bool]:
+    if spec.traffic == "gateway":
+        weights = traffic.weights()
+        backends = {inferenceservice_name(name, spec, v): w for v, w in weights.items()}
+        children = [
+            build_inferenceservice(inferenceservice_name(name, spec, v), namespace, name, spec, versions[v])
+            for v in sorted(weights)
+            if v in versions  # a deleted ModelVersion's InferenceService is left as it is
+        ]
+        if backends:
+            children.append(build_httproute(name, namespace, spec.model, backends, routing))
+        return children, frozenset(backends), bool(backends)
+    percent: int | None = None
+    serve: int | None
+    if traffic.candidate is not None:
+        serve, percent = traffic.candidate, traffic.weight if traffic.stable is not None else None
+    elif status.rolled_back_version is not None and traffic.stable is not None:
+        serve, percent = status.rolled_back_version, 0  # KServe's instant rollback; kept for inspection
+    else:
+        serve = traffic.stable
+    if serve is None or serve not in versions:
+        return [], frozenset({name}), False
+    return [build_inferenceservice(name, namespace, name, spec, versions[serve], percent)], frozenset({name}), False
+
+
 def plan_deployment(
     name: str,
     namespace: str,
     spec: ModelDeploymentSpec,
     current: ModelDeploymentStatus,
     versions: Iterable[ModelVersionSpec],
-    observed_isvc: dict[str, Any] | None,
+    observed: Observed,
     generation: int | None,
-    now: str,
+    now: datetime,
+    routing: Routing,
+    analysis: list[AnalysisResult] | None = None,
+    commands: Commands | None = None,
 ) -> Plan:
-    conditions = current.conditions
-    resolution = resolve_version(spec.model, spec.version, versions)
+    stamp = rfc3339(now)
+    mine = {v.version: v for v in versions if v.model == spec.model}
+    resolution = resolve_version(spec.model, spec.version, mine.values())
+    resolved: ConditionStatus = "True" if resolution.version else "False"
     conditions = set_condition(
-        conditions,
-        "VersionResolved",
-        "True" if resolution.version else "False",
-        resolution.reason,
-        resolution.message,
+        current.conditions, "VersionResolved", resolved, resolution.reason, resolution.message, generation, stamp
+    )
+    current = current.model_copy(update={"conditions": conditions})
+    seen = observe(name, namespace, spec, current.stable_version, observed, routing)
+    target = resolution.version.version if resolution.version else None
+    decision = advance(
+        spec,
         generation,
+        current,
+        Observation(target, seen.endpoints, seen.applied, analysis, commands or Commands()),
         now,
     )
-    if resolution.version is None:
-        keep = current.stable_version is not None  # keep serving what is there
-        conditions = set_condition(
-            conditions, "Ready", "True" if keep else "False", resolution.reason, resolution.message, generation, now
+    status = decision.status
+    if seen.url:
+        status.url = seen.url
+    if target is None and status.stable_version is None and status.candidate_version is None:
+        status.phase, status.reason, status.message = "Pending", resolution.reason, resolution.message
+        status.conditions = set_condition(
+            status.conditions, "Ready", "False", resolution.reason, resolution.message, generation, stamp
         )
-        status = current.model_copy(
-            update={
-                "phase": current.phase if keep else "Pending",
-                "conditions": conditions,
-                "observed_generation": generation,
-                "message": resolution.message,
-            }
-        )
-        return Plan([], status, retry=True)
-
-    version = resolution.version
-    if spec.strategy.type != "Direct" and current.stable_version not in (None, version.version):
-        return _hold_stable(name, namespace, spec, current, versions, version, conditions, generation, now)
-    isvc = build_inferenceservice(inferenceservice_name(name), namespace, name, spec, version)
-    ready, detail = isvc_serves(observed_isvc, version.version)
-    if ready:
-        message = f"serving version {version.version}"
-        conditions = set_condition(conditions, "Ready", "True", reasons.ENDPOINT_READY, message, generation, now)
-        status = current.model_copy(
-            update={
-                "phase": "Stable",
-                "stable_version": version.version,
-                "candidate_version": None,
-                "canary_weight": 0,
-                "step": None,
-                "url": ((observed_isvc or {}).get("status") or {}).get("url", ""),
-                "conditions": conditions,
-                "observed_generation": generation,
-                "message": message,
-            }
-        )
-    else:
-        message = f"rolling out version {version.version}: {detail or 'waiting for the endpoint'}"
-        previous = condition(conditions, "Ready")
-        still_serving = current.stable_version is not None and previous is not None and previous.status == "True"
-        conditions = set_condition(
-            conditions, "Ready", "True" if still_serving else "False", reasons.ROLLING_OUT, message, generation, now
-        )
-        status = current.model_copy(
-            update={
-                "phase": "Progressing",
-                "candidate_version": version.version,
-                "canary_weight": 100,  # Direct: all traffic moves at once
-                "conditions": conditions,
-                "observed_generation": generation,
-                "message": message,
-            }
-        )
-    return Plan([isvc], status, retry=False)
-
-
-def _hold_stable(
-    name: str,
-    namespace: str,
-    spec: ModelDeploymentSpec,
-    current: ModelDeploymentStatus,
-    versions: Iterable[ModelVersionSpec],
-    target: ModelVersionSpec,
-    conditions: list[Condition],
-    generation: int | None,
-    now: str,
-) -> Plan:
-    """Keep the stable version serving: progressive rollouts are not implemented yet."""
-    stable = next((v for v in versions if v.model == spec.model and v.version == current.stable_version), None)
-    children = [build_inferenceservice(inferenceservice_name(name), namespace, name, spec, stable)] if stable else []
-    message = (
-        f"version {target.version} waits: the {spec.strategy.type} rollout engine is not implemented yet; "
-        f"version {current.stable_version} keeps all traffic"
-    )
-    conditions = set_condition(
-        conditions, "Progressing", "False", reasons.STRATEGY_NOT_IMPLEMENTED, message, generation, now
-    )
-    status = current.model_copy(
-        update={
-            "conditions": conditions,
-            "observed_generation": generation,
-            "candidate_version": None,
-            "message": message,
-        }
-    )
-    return Plan(children, status, retry=False)
+    children, keep, keep_route = desired_children(name, namespace, spec, status, decision.traffic, mine, routing)
+    return Plan(children, keep, keep_route, status, decision.traffic, decision.events, retry=target is None)

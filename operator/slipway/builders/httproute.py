@@ -1,0 +1,76 @@
+"""ModelDeployment (traffic: gateway) -> a Gateway API HTTPRoute splitting over versions by weight."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from ..api.resources import DEPLOYMENT_LABEL, HTTP_ROUTES, MANAGED_BY, MODEL_LABEL
+from .inferenceservice import predictor_service
+
+SERVICE_PORT = 80  # KServe's predictor Service port
+
+
+class Routing(NamedTuple):
+    """Where routes attach and which host they answer; operator settings, not per deployment."""
+
+    gateway_namespace: str = "slipway-system"
+    gateway_name: str = "slipway-gateway"
+    domain: str = "example.com"
+
+    @classmethod
+    def parse(cls, gateway: str, domain: str) -> Routing:
+        """`gateway` as `namespace/name` (or just a name, in slipway-system)."""
+        namespace, _, name = gateway.rpartition("/")
+        return cls(namespace or cls().gateway_namespace, name, domain)
+
+
+def hostname(deployment_name: str, namespace: str, routing: Routing) -> str:
+    return f"{deployment_name}.{namespace}.{routing.domain}"
+
+
+def build_httproute(
+    name: str, namespace: str, model: str, backends: Mapping[str, int], routing: Routing
+) -> dict[str, Any]:
+    """One rule over every backend InferenceService (name -> weight); weight 0 keeps one warm."""
+    refs = [
+        {"kind": "Service", "name": predictor_service(isvc), "port": SERVICE_PORT, "weight": weight}
+        for isvc, weight in sorted(backends.items())
+    ]
+    return {
+        "apiVersion": HTTP_ROUTES.api_version,
+        "kind": HTTP_ROUTES.kind,
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {**MANAGED_BY, MODEL_LABEL: model, DEPLOYMENT_LABEL: name},
+        },
+        "spec": {
+            "parentRefs": [{"name": routing.gateway_name, "namespace": routing.gateway_namespace}],
+            "hostnames": [hostname(name, namespace, routing)],
+            "rules": [{"backendRefs": refs}],
+        },
+    }
+
+
+def route_weights(route: Mapping[str, Any]) -> dict[str, int]:
+    """Backend Service name -> weight, as the route's spec says."""
+    weights: dict[str, int] = {}
+    for rule in route.get("spec", {}).get("rules", []):
+        for ref in rule.get("backendRefs", []):
+            weights[ref["name"]] = weights.get(ref["name"], 0) + int(ref.get("weight", 1))
+    return weights
+
+
+def route_accepted(route: Mapping[str, Any]) -> bool:
+    """Whether a Gateway has accepted the route's current generation (so its weights are in effect)."""
+    generation = route.get("metadata", {}).get("generation", 1)
+    for parent in (route.get("status") or {}).get("parents", []):
+        for cond in parent.get("conditions", []):
+            if (
+                cond.get("type") == "Accepted"
+                and cond.get("status") == "True"
+                and cond.get("observedGeneration", 0) >= generation
+            ):
+                return True
+    return False
