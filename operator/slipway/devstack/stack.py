@@ -1,4 +1,5 @@
-"""The dev stack: control plane, CRDs, operator, a local Ray with the RayJob executor, Feast data.
+"""The dev stack: control plane, CRDs, operator, a local Ray with the RayJob executor, Feast data,
+and serving: model servers behind a real nginx (the KServe + Gateway stand-in) and a real Prometheus.
 
 `slipway dev up` runs it in the foreground; the e2e tests run the same `DevStack`.
 """
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 
@@ -18,22 +20,34 @@ import yaml
 
 from ..controlplane import ControlPlane
 from ..controlplane.assets import REPO_ROOT
+from ..controlplane.server import free_port
 from .cluster import OperatorProcess, install_crds, kubectl
+from .prometheus import LocalPrometheus
 from .ray_local import LocalRay
+from .serving import GATEWAY_URL_FILE
 
 PID_FILE = "dev.pid"
 NAMESPACE = "ml"
 DEMO_CUSTOMERS = 2000
+DOMAIN = "example.com"
+GATEWAY = "slipway-system/slipway-gateway"
 
 
 class DevStack:
-    def __init__(self, workdir: Path, with_training: bool = True) -> None:
+    def __init__(self, workdir: Path, with_training: bool = True, with_serving: bool = True) -> None:
         self.workdir = workdir.resolve()
         self.with_training = with_training
+        self.with_serving = with_serving
         self.plane = ControlPlane(self.workdir / "controlplane")
-        self.operator = OperatorProcess(self.plane.kubeconfig, self.workdir / "operator.log")
+        # Where the operator attaches HTTPRoutes and which domain InferenceService URLs carry: the
+        # serving executor's gateway answers exactly these.
+        routing = {"SLIPWAY_INGRESS_DOMAIN": DOMAIN, "SLIPWAY_GATEWAY": GATEWAY}
+        self.operator = OperatorProcess(self.plane.kubeconfig, self.workdir / "operator.log", env=routing)
         self.ray = LocalRay(self.workdir / "ray.log")
         self.executor: subprocess.Popen[bytes] | None = None
+        self.prometheus = LocalPrometheus(self.workdir)
+        self.serving: subprocess.Popen[bytes] | None = None
+        self.gateway_port = 0  # chosen when the gateway starts, kept across restarts of the executor
         self.feast_data = self.workdir / "feast"
         self.artifacts = self.workdir / "artifacts"
 
@@ -52,6 +66,15 @@ class DevStack:
     def kubeconfig(self) -> Path:
         return self.plane.kubeconfig
 
+    @property
+    def gateway_url(self) -> str:
+        """The gateway (nginx): send requests with `Host: <name>.<namespace>.example.com`."""
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return self.prometheus.url
+
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.plane.start()
@@ -63,15 +86,28 @@ class DevStack:
             self.ray.start()
             self._start_executor()
             self.write_demo_run()
+        if self.with_serving:
+            self.prometheus.start()
+            self._start_serving()
 
     def prepare_features(self, data: Path, *extra: str) -> None:
-        """Generates the churn data set and registers the Feast repository for it."""
+        """Generates the churn data set, registers the Feast repository and fills the online store.
+
+        Only the data's last 60 days are materialized: every customer has activity (weekly) and
+        billing (monthly) rows in them, and the online store keeps only the latest row anyway.
+        """
         env = {**os.environ, "SLIPWAY_FEAST_DATA": str(data)}
         generate = [sys.executable, "-m", "feature_repo.generate", "--out", str(data)]
         subprocess.run(
             [*generate, "--customers", str(DEMO_CUSTOMERS), "--seed", "7", *extra], cwd=REPO_ROOT, env=env, check=True
         )
         subprocess.run([sys.executable, "-m", "feature_repo.store", "apply"], cwd=REPO_ROOT, env=env, check=True)
+        from feature_repo.generate import DEFAULT_DAYS, DEFAULT_START  # the repository's, not the package's
+
+        end = DEFAULT_START + timedelta(days=DEFAULT_DAYS + 1)
+        window = ["--start", (end - timedelta(days=61)).isoformat(), "--end", end.isoformat(), "--window-days", "31"]
+        materialize = [sys.executable, "-m", "feature_repo.store", "materialize", *window]
+        subprocess.run(materialize, cwd=REPO_ROOT, env=env, check=True)
 
     def job_env(self) -> dict[str, str]:
         """What every training job sees, as the trainer image provides it in a cluster."""
@@ -89,6 +125,24 @@ class DevStack:
         args += [f"--ray-address={self.ray.address}", *(f"--env={k}={v}" for k, v in self.job_env().items())]
         log = open(self.workdir / "executor.log", "ab")  # noqa: SIM115 - lives as long as the process
         self.executor = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+
+    def _start_serving(self, timeout: float = 120) -> None:
+        """The KServe + Gateway stand-in; ready once its nginx answers (it writes the gateway URL then)."""
+        url_file = self.workdir / GATEWAY_URL_FILE
+        url_file.unlink(missing_ok=True)
+        self.gateway_port = self.gateway_port or free_port()
+        args = [sys.executable, "-m", "slipway.devstack.serving", f"--kubeconfig={self.kubeconfig}"]
+        args += [f"--workdir={self.workdir}", f"--domain={DOMAIN}", f"--gateway={GATEWAY}"]
+        args += [f"--gateway-port={self.gateway_port}", *(f"--env={k}={v}" for k, v in self.job_env().items())]
+        log = open(self.workdir / "serving.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self.serving = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout  # the first run downloads nginx and Prometheus
+        while not url_file.exists():
+            if self.serving.poll() is not None:
+                raise RuntimeError(f"the serving executor exited ({self.serving.returncode}); see {log.name}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the serving executor's gateway did not start within {timeout}s; see {log.name}")
+            time.sleep(0.2)
 
     def training_run(self, name: str, labels: Path | None = None, **spec: object) -> dict[str, object]:
         """A TrainingRun for the dev stack's data, CPU-sized for one machine."""
@@ -122,6 +176,14 @@ class DevStack:
         return path
 
     def stop(self) -> None:
+        if self.serving and self.serving.poll() is None:
+            self.serving.terminate()  # it stops its model servers and nginx
+            try:
+                self.serving.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.serving.kill()
+                self.serving.wait()
+        self.prometheus.stop()
         if self.executor and self.executor.poll() is None:
             self.executor.terminate()
             self.executor.wait(timeout=20)
@@ -131,7 +193,13 @@ class DevStack:
 
     def dead(self) -> str | None:
         """The first component that exited, if any."""
-        for name, proc in (("operator", self.operator.proc), ("executor", self.executor)):
+        processes = (
+            ("operator", self.operator.proc),
+            ("executor", self.executor),
+            ("serving", self.serving),
+            ("prometheus", self.prometheus.proc),
+        )
+        for name, proc in processes:
             if proc is not None and proc.poll() is not None:
                 return f"the {name} exited ({proc.returncode}); see {self.workdir}/{name}.log"
         return None
@@ -151,13 +219,19 @@ def up(workdir: Path) -> int:
         (workdir / PID_FILE).write_text(str(os.getpid()))
         try:
             print(
-                "\nSlipway dev stack is up: kube-apiserver, the operator, Ray and the RayJob executor, Feast data.\n"
+                "\nSlipway dev stack is up: kube-apiserver, the operator, Ray and the RayJob executor, Feast data,\n"
+                "model servers behind nginx (the KServe + Gateway stand-in) and Prometheus.\n"
                 f"  export KUBECONFIG={stack.kubeconfig}\n"
                 f"  export PATH={stack.plane.assets.kubectl.parent}:$PATH   # a kubectl of the API server's version\n"
                 f"  kubectl apply -f {workdir / 'trainingrun.yaml'}        # trains for real on Feast features\n"
-                "  kubectl get tr,mv -n ml -w\n"
+                "  kubectl get tr,mv,md,isvc,httproute -n ml -w\n"
                 "  kubectl apply -f tests/manifests/contract.yaml          # the API contract's manifests\n"
-                f"Logs: {workdir}/{{operator,executor,ray}}.log. Ray dashboard: {stack.ray.address}\n"
+                f"Gateway: {stack.gateway_url}   (Host: <deployment>.<namespace>.{DOMAIN})\n"
+                f"  curl -H 'Host: churn.{NAMESPACE}.{DOMAIN}' {stack.gateway_url}/v1/models/churn:predict \\\n"
+                '       -d \'{"instances": [{"customer_id": 42}]}\'\n'
+                f"Prometheus: {stack.prometheus_url}/graph?g0.expr=slipway_requests_total\n"
+                f"Logs: {workdir}/{{operator,executor,serving,prometheus,ray}}.log; model servers: {workdir}/serving/\n"
+                f"Ray dashboard: {stack.ray.address}\n"
                 "Ctrl-C (or `slipway dev down`) stops it all.",
                 flush=True,
             )

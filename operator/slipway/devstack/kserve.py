@@ -1,0 +1,264 @@
+"""What KServe (with Knative in Serverless mode) decides for an InferenceService, as pure functions.
+
+Revisions: a new one whenever the predictor's template changes (everything but
+`canaryTrafficPercent`, which only moves traffic), named `<isvc>-predictor-<generation:05d>`.
+Traffic (Serverless): with `canaryTrafficPercent` and a rolled-out revision, that percent to the
+latest ready revision and the rest to the last rolled-out one; otherwise 100% to the latest ready
+one, which then counts as rolled out (KServe's own bookkeeping, including its rollback rule).
+RawDeployment: a Deployment rollout, all traffic on the newest ready revision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+SERVERLESS = "Serverless"
+RAW = "RawDeployment"
+READY_PATH = "/v2/health/ready"
+CONTAINER = "kserve-container"
+
+# What one model-server process is doing.
+STARTING = "Starting"
+READY = "Ready"
+UNREADY = "Unready"  # was ready, fails its readiness probe now
+FAILED = "Failed"  # exited; restarted after a back-off
+MISSING = "Missing"  # no process (not started yet, or its spec is unknown)
+
+
+def revision_name(isvc: str, generation: int) -> str:
+    return f"{isvc}-predictor-{generation:05d}"
+
+
+def deployment_mode(isvc: Mapping[str, Any]) -> str:
+    """KServe's default is Serverless; the operator always says which."""
+    annotations = isvc.get("metadata", {}).get("annotations") or {}
+    return RAW if annotations.get(MODE_ANNOTATION) in (RAW, "Standard") else SERVERLESS
+
+
+def predictor_container(predictor: Mapping[str, Any]) -> dict[str, Any]:
+    containers = predictor.get("containers") or []
+    if not containers:
+        raise ValueError("spec.predictor.containers is empty: this stand-in runs custom predictors only")
+    return dict(next((c for c in containers if c.get("name") == CONTAINER), containers[0]))
+
+
+def template_hash(predictor: Mapping[str, Any]) -> str:
+    """Identity of a revision: the predictor spec without the traffic knob."""
+    template = {key: value for key, value in predictor.items() if key != "canaryTrafficPercent"}
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def canary_percent(isvc: Mapping[str, Any]) -> int | None:
+    value = isvc.get("spec", {}).get("predictor", {}).get("canaryTrafficPercent")
+    return None if value is None else max(0, min(100, int(value)))
+
+
+def server_args(container: Mapping[str, Any], http_port: int, grpc_port: int) -> list[str]:
+    """The container's args with this machine's ports (a pod has its own network; we share one)."""
+    args = [str(a) for a in container.get("args") or []]
+    ports = ("--http_port", "--grpc_port")
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ports:
+            skip = True  # "--http_port 8080": drop the value too
+        elif not arg.startswith(tuple(f"{p}=" for p in ports)):
+            kept.append(arg)
+    return [*kept, f"--http_port={http_port}", f"--grpc_port={grpc_port}"]
+
+
+def container_env(container: Mapping[str, Any]) -> dict[str, str]:
+    """Literal env values (valueFrom needs a kubelet; this stand-in leaves those out)."""
+    return {e["name"]: str(e["value"]) for e in container.get("env") or [] if "value" in e}
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """KServe's revision bookkeeping for one component (lives in status between reconciles)."""
+
+    created: str | None = None
+    ready: str | None = None
+    rolled_out: str | None = None
+    previous: str | None = None
+
+    @classmethod
+    def from_status(cls, status: Mapping[str, Any] | None) -> Rollout:
+        predictor = ((status or {}).get("components") or {}).get("predictor") or {}
+        return cls(
+            predictor.get("latestCreatedRevision"),
+            predictor.get("latestReadyRevision"),
+            predictor.get("latestRolledoutRevision"),
+            predictor.get("previousRolledoutRevision"),
+        )
+
+    def known(self, names: set[str]) -> Rollout:
+        """Forgets revisions whose spec is unknown (so they cannot be run again)."""
+
+        def keep(name: str | None) -> str | None:
+            return name if name in names else None
+
+        return Rollout(keep(self.created), keep(self.ready), keep(self.rolled_out), keep(self.previous))
+
+
+@dataclass(frozen=True)
+class TrafficTarget:
+    revision: str
+    percent: int
+    latest: bool
+    tag: str
+
+    def as_status(self) -> dict[str, Any]:
+        return {"revisionName": self.revision, "percent": self.percent, "latestRevision": self.latest, "tag": self.tag}
+
+
+def traffic(mode: str, canary: int | None, rollout: Rollout) -> list[TrafficTarget]:
+    """Where requests go now; the latest ready revision stands in for one still starting."""
+    if rollout.ready is None:
+        return []
+    if mode == SERVERLESS and canary is not None and rollout.rolled_out:
+        return [
+            TrafficTarget(rollout.ready, canary, True, "latest"),
+            TrafficTarget(rollout.rolled_out, 100 - canary, False, "prev"),
+        ]
+    return [TrafficTarget(rollout.ready, 100, True, "latest")]
+
+
+def advance(rollout: Rollout, targets: Sequence[TrafficTarget]) -> Rollout:
+    """KServe's rule: the latest ready revision is rolled out once it has 100% of the traffic;
+    a rolled-out revision that gets a canary split again (no new revision) rolls back."""
+    latest = next((t for t in targets if t.latest), None)
+    if latest is None or rollout.ready is None:
+        return rollout
+    if rollout.rolled_out != rollout.ready:
+        if latest.percent == 100:
+            return replace(rollout, previous=rollout.rolled_out, rolled_out=rollout.ready)
+        return rollout
+    on_latest = sum(t.percent for t in targets if t.revision == latest.revision)
+    if rollout.ready == rollout.created and latest.percent < 100 and rollout.previous and on_latest == 100:
+        return replace(rollout, rolled_out=rollout.previous)
+    return rollout
+
+
+def settle(mode: str, canary: int | None, rollout: Rollout) -> tuple[Rollout, list[TrafficTarget]]:
+    """Traffic and bookkeeping after one reconcile (twice through, as KServe converges)."""
+    targets = traffic(mode, canary, rollout)
+    for _ in range(2):
+        after = advance(rollout, targets)
+        if after == rollout:
+            break
+        rollout = after
+        targets = traffic(mode, canary, rollout)
+    return rollout, targets
+
+
+@dataclass(frozen=True)
+class RevisionState:
+    """What the latest created revision's process is doing."""
+
+    state: str
+    message: str = ""
+    exit_code: int | None = None
+
+
+def _condition(
+    kind: str, status: str, reason: str, message: str, previous: Sequence[Mapping[str, Any]], now: str
+) -> dict[str, Any]:
+    since = next(
+        (c.get("lastTransitionTime") for c in previous if c.get("type") == kind and c.get("status") == status), None
+    )
+    cond: dict[str, Any] = {"type": kind, "status": status, "lastTransitionTime": since or now}
+    if reason:
+        cond["reason"] = reason
+    if message:
+        cond["message"] = message
+    return cond
+
+
+def predictor_condition(revision: str | None, state: RevisionState) -> tuple[str, str, str]:
+    if revision is None:
+        return "False", "RevisionMissing", state.message or "no revision could be created from spec.predictor"
+    if state.state == READY:
+        return "True", "", ""
+    if state.state == FAILED:
+        return "False", "RevisionFailed", state.message or f"revision {revision} exited"
+    if state.state == UNREADY:
+        return "False", "RevisionNotReady", f"revision {revision} stopped answering GET {READY_PATH}"
+    return "Unknown", "RevisionStarting", f"revision {revision} is starting: waiting for GET {READY_PATH} to answer 200"
+
+
+def model_status(state: RevisionState, serving: bool) -> dict[str, Any]:
+    target, transition = {
+        READY: ("Loaded", "UpToDate"),
+        FAILED: ("FailedToLoad", "BlockedByFailedLoad"),
+    }.get(state.state, ("Loading", "InProgress"))
+    status: dict[str, Any] = {
+        "transitionStatus": transition,
+        "states": {
+            "activeModelState": "Loaded" if serving else ("FailedToLoad" if state.state == FAILED else "Pending"),
+            "targetModelState": target,
+        },
+    }
+    if state.state == FAILED:
+        failure: dict[str, Any] = {"reason": "ModelLoadFailed", "message": state.message}
+        if state.exit_code is not None:
+            failure["exitCode"] = state.exit_code
+        status["lastFailureInfo"] = failure
+    return status
+
+
+def isvc_status(
+    isvc: Mapping[str, Any],
+    domain: str,
+    rollout: Rollout,
+    targets: Sequence[TrafficTarget],
+    created: RevisionState,
+    address: str | None,
+    ingress_ready: bool,
+    now: datetime,
+) -> dict[str, Any]:
+    """The status KServe writes: observedGeneration, url, address, components, conditions, modelStatus."""
+    meta = isvc["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    previous = (isvc.get("status") or {}).get("conditions") or []
+    stamp = now.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    predictor = predictor_condition(rollout.created, created)
+    ingress = (
+        ("True", "", "")
+        if ingress_ready
+        else ("Unknown", "IngressNotConfigured", "the gateway has not loaded this service's route yet")
+    )
+    ready = next((c for c in (predictor, ingress) if c[0] != "True"), ("True", "", ""))
+    component: dict[str, Any] = {"url": f"http://{name}-predictor.{namespace}.{domain}"}
+    if rollout.created:
+        component["latestCreatedRevision"] = rollout.created
+    if rollout.ready:
+        component["latestReadyRevision"] = rollout.ready
+    if deployment_mode(isvc) == SERVERLESS:
+        if rollout.rolled_out:
+            component["latestRolledoutRevision"] = rollout.rolled_out
+        if rollout.previous:
+            component["previousRolledoutRevision"] = rollout.previous
+        component["traffic"] = [t.as_status() for t in targets]
+    status: dict[str, Any] = {
+        "observedGeneration": int(meta.get("generation", 1)),
+        "url": f"http://{name}.{namespace}.{domain}",
+        "components": {"predictor": component},
+        "conditions": [
+            _condition("IngressReady", *ingress, previous, stamp),
+            _condition("PredictorReady", *predictor, previous, stamp),
+            _condition("Ready", *ready, previous, stamp),
+        ],
+        "modelStatus": model_status(created, address is not None),
+    }
+    if address:
+        status["address"] = {"url": address}
+        component["address"] = {"url": address}
+    return status

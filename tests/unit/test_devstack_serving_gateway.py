@@ -1,0 +1,207 @@
+"""The Gateway stand-in's pure parts: split percentages, nginx configuration, routes, route status."""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slipway.devstack.gateway import (
+    CONTROLLER_NAME,
+    DEFAULT_HOST,
+    Settings,
+    Target,
+    attached_parents,
+    config_version,
+    render_config,
+    route_split,
+    route_status,
+    shares,
+)
+
+A = Target("ml.churn-v1-predictor-00001", 4001)
+B = Target("ml.churn-v2-predictor-00001", 4002)
+NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
+SETTINGS = Settings(Path("/w/gateway"), 8080)
+PARENT = {"name": "slipway-gateway", "namespace": "slipway-system"}
+
+
+def route(weights: dict[str, int], generation: int = 1, **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "churn", "namespace": "ml", "generation": generation},
+        "spec": {
+            "parentRefs": [PARENT],
+            "hostnames": ["churn.ml.example.com"],
+            "rules": [{"backendRefs": [{"name": n, "port": 80, "weight": w} for n, w in weights.items()]}],
+            **spec,
+        },
+    }
+
+
+def test_shares_are_percentages_with_the_rest_last() -> None:
+    assert shares([(A, 90), (B, 10)]) == [(A, "90.00%"), (B, "*")]
+    assert shares([(A, 1), (B, 2)]) == [(A, "33.33%"), (B, "*")]
+    assert shares([(A, 0), (B, 100)]) == [(B, "*")]  # weight 0: no traffic at all
+    assert shares([(A, 30), (A, 30), (B, 40)]) == [(A, "60.00%"), (B, "*")]
+    assert shares([(A, 0)]) == []
+
+
+def test_an_empty_table_answers_404_and_its_version() -> None:
+    config = render_config({}, SETTINGS)
+    version = config_version(config)
+    assert f'location = /.slipway/config {{ return 200 "{version}\\n"; }}' in config
+    assert 'return 404 "no route for host $host\\n";' in config
+    assert "listen 127.0.0.1:8080 default_server;" in config
+    assert "pid /w/gateway/nginx.pid;" in config and "daemon off;" in config
+
+
+def test_a_weighted_host_uses_split_clients_on_the_request_id() -> None:
+    config = render_config({"churn.ml.example.com": [(A, 80), (B, 20)]}, SETTINGS)
+    assert "upstream ml.churn-v1-predictor-00001 { server 127.0.0.1:4001; keepalive 8; }" in config
+    assert 'split_clients "${request_id}" $slipway_split_0 {' in config
+    assert "        80.00% ml.churn-v1-predictor-00001;\n        * ml.churn-v2-predictor-00001;" in config
+    assert "server_name churn.ml.example.com;" in config
+    assert "proxy_pass http://$slipway_split_0;" in config
+
+
+def test_a_single_backend_needs_no_split_and_errors_are_statuses() -> None:
+    config = render_config(
+        {
+            "one.ml.example.com": [(A, 0), (B, 100)],
+            "down.ml.example.com": [(Target.error(503), 1)],
+            "half.ml.example.com": [(A, 50), (Target.error(500), 50)],
+            "none.ml.example.com": [(A, 0)],
+        },
+        SETTINGS,
+    )
+    assert "proxy_pass http://ml.churn-v2-predictor-00001;" in config
+    assert "upstream ml.churn-v1-predictor-00001" in config  # still used by the half split
+    assert "            return 503;" in config
+    assert 'if ($slipway_split_1 = "status-500") { return 500; }' in config
+    assert 'return 500 "no backend receives traffic for this route\\n";' in config
+
+
+def test_unused_upstreams_are_left_out() -> None:
+    config = render_config({"one.ml.example.com": [(A, 0), (B, 100)]}, SETTINGS)
+    assert "ml.churn-v1-predictor-00001" not in config
+
+
+def test_a_route_without_hostnames_takes_the_default_server() -> None:
+    config = render_config({DEFAULT_HOST: [(A, 1)]}, SETTINGS)
+    assert "no route for host" not in config
+    assert config.count("proxy_pass http://ml.churn-v1-predictor-00001;") == 1
+
+
+def test_the_version_changes_with_the_weights_only() -> None:
+    first = render_config({"h.ml.example.com": [(A, 80), (B, 20)]}, SETTINGS)
+    assert config_version(first) == config_version(render_config({"h.ml.example.com": [(B, 20), (A, 80)]}, SETTINGS))
+    assert config_version(first) != config_version(render_config({"h.ml.example.com": [(A, 70), (B, 30)]}, SETTINGS))
+
+
+def test_a_hostname_that_could_inject_configuration_is_refused() -> None:
+    with pytest.raises(ValueError, match="hostname"):
+        render_config({"evil; }": [(A, 1)]}, SETTINGS)
+
+
+def test_the_rendered_configuration_passes_nginx_t(tmp_path: Path) -> None:
+    """nginx itself accepts what we render (skipped where no nginx can be fetched)."""
+    from slipway.devstack import sysdeps
+
+    try:
+        nginx = sysdeps.nginx()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+        pytest.skip(f"no nginx: {error}")
+    for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (tmp_path / "tmp" / kind).mkdir(parents=True)
+    table = {
+        "churn.ml.example.com": [(A, 80), (B, 20)],
+        "churn-v1.ml.example.com": [(A, 100)],
+        "broken.ml.example.com": [(A, 50), (Target.error(500), 50)],
+        DEFAULT_HOST: [(Target.error(503), 1)],
+    }
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(render_config(table, Settings(tmp_path, 18080)))
+    result = subprocess.run(
+        [str(nginx), "-t", "-p", f"{tmp_path}/", "-c", str(conf), "-e", str(tmp_path / "error.log")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_route_backends_are_inference_services_with_their_own_split() -> None:
+    services = {
+        ("ml", "churn-v1"): [(A, 100.0)],
+        ("ml", "churn-v2"): [(B, 30.0), (A, 70.0)],  # a Serverless canary inside
+        ("ml", "churn-v3"): [],  # not ready
+    }
+    split, unresolved = route_split(route({"churn-v1-predictor": 90, "churn-v2-predictor": 10}), services)
+    assert split == [(A, 90.0), (B, 3.0), (A, 7.0)] and unresolved == []
+    split, _ = route_split(route({"churn-v3-predictor": 1}), services)
+    assert split == [(Target.error(503), 1.0)]
+
+
+@pytest.mark.parametrize(
+    ("ref", "reason"),
+    [
+        ({"name": "churn-v9-predictor"}, "BackendNotFound"),
+        ({"name": "churn-v1"}, "BackendNotFound"),
+        ({"name": "churn-v1-predictor", "kind": "ConfigMap"}, "InvalidKind"),
+        ({"name": "churn-v1-predictor", "namespace": "other"}, "RefNotPermitted"),
+    ],
+)
+def test_unresolvable_backends_keep_their_share_as_500(ref: dict[str, Any], reason: str) -> None:
+    obj = route({"churn-v1-predictor": 50})
+    obj["spec"]["rules"][0]["backendRefs"].append({**ref, "weight": 50})
+    split, unresolved = route_split(obj, {("ml", "churn-v1"): [(A, 100.0)]})
+    assert split == [(A, 50.0), (Target.error(500), 50.0)]
+    assert [r for r, _ in unresolved] == [reason]
+
+
+def test_only_routes_attached_to_our_gateway_count() -> None:
+    obj = route({})
+    obj["spec"]["parentRefs"] = [PARENT, {"name": "other"}, {"name": "slipway-gateway"}]
+    assert attached_parents(obj, "slipway-system", "slipway-gateway") == [PARENT]
+    obj["spec"]["parentRefs"] = [{"name": "slipway-gateway"}]  # the route's own namespace
+    assert attached_parents(obj, "ml", "slipway-gateway") == [{"name": "slipway-gateway"}]
+
+
+def test_route_status_as_a_gateway_writes_it() -> None:
+    obj = route({"churn-v1-predictor": 90}, generation=3)
+    obj["status"] = {"parents": [{"controllerName": "istio.io/gateway-controller", "parentRef": {"name": "x"}}]}
+    status = route_status(obj, [PARENT], [], NOW)
+    other, ours = status["parents"]
+    assert other["controllerName"] == "istio.io/gateway-controller"  # another controller's entry stays
+    assert ours == {
+        "parentRef": PARENT,
+        "controllerName": CONTROLLER_NAME,
+        "conditions": [
+            {
+                "type": "Accepted",
+                "status": "True",
+                "reason": "Accepted",
+                "message": "route accepted and in effect",
+                "observedGeneration": 3,
+                "lastTransitionTime": "2026-11-22T12:00:00Z",
+            },
+            {
+                "type": "ResolvedRefs",
+                "status": "True",
+                "reason": "ResolvedRefs",
+                "message": "all backend references resolved",
+                "observedGeneration": 3,
+                "lastTransitionTime": "2026-11-22T12:00:00Z",
+            },
+        ],
+    }
+    later = datetime(2026, 11, 22, 13, 0, 0, tzinfo=UTC)
+    obj["status"] = status
+    obj["metadata"]["generation"] = 4
+    broken = route_status(obj, [PARENT], [("BackendNotFound", "backendRef churn-v9-predictor: none")], later)
+    accepted, resolved = broken["parents"][1]["conditions"]
+    assert accepted["lastTransitionTime"] == "2026-11-22T12:00:00Z" and accepted["observedGeneration"] == 4
+    assert (resolved["status"], resolved["reason"]) == ("False", "BackendNotFound")
+    assert resolved["lastTransitionTime"] == "2026-11-22T13:00:00Z"
