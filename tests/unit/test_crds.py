@@ -57,7 +57,11 @@ def test_every_spec_and_status_field_is_described_and_typed(kind: Any) -> None:
     [
         ("TrainingRun", "tr", ["Model", "Phase", "Workers", "GPUs", "Metric", "Version", "Age"]),
         ("ModelVersion", "mv", ["Model", "Version", "Metric", "Gates", "Age"]),
-        ("ModelDeployment", "md", ["Model", "Strategy", "Stable", "Candidate", "Weight", "Phase", "Age"]),
+        (
+            "ModelDeployment",
+            "md",
+            ["Model", "Strategy", "Stable", "Candidate", "Weight", "Step", "Phase", "Reason", "Age"],
+        ),
     ],
 )
 def test_names_category_and_printer_columns(kind: str, short: str, columns: list[str]) -> None:

@@ -1,19 +1,40 @@
-"""ModelDeployment -> InferenceService and status, for every situation the Direct path meets."""
+"""plan_deployment: version resolution + the rollout engine + the desired children.
+
+`Cluster` plays KServe and the Gateway for whatever a Plan asks for (InferenceServices become
+ready for the versions it is told about, a route is accepted while the gateway is up), so whole
+rollouts run through plan_deployment under both traffic modes.
+"""
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from slipway.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from slipway.api.modeldeployment import AnalysisResult, ModelDeploymentSpec, ModelDeploymentStatus
 from slipway.api.modelversion import ModelVersionSpec
+from slipway.api.resources import DEPLOYMENT_LABEL, MODEL_LABEL, VERSION_LABEL
+from slipway.builders.httproute import Routing, build_httproute, route_accepted, route_weights
 from slipway.builders.inferenceservice import build_inferenceservice
 from slipway.reconcile import reasons
+from slipway.reconcile.analysis import judge
 from slipway.reconcile.conditions import condition
-from slipway.reconcile.modeldeployment import plan_deployment
+from slipway.reconcile.modeldeployment import Observed, Plan, isvc_serves, observe, plan_deployment
+from slipway.reconcile.rollout import DRAIN_SECONDS, Commands, analysis_due, analysis_of, rfc3339
 
-NOW = "2026-11-22T10:00:00Z"
+T0 = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
+ROUTING = Routing("gateways", "public", "models.test")
+CANARY = {
+    "type": "Canary",
+    "canary": {
+        "steps": [{"weight": 10, "pause": "30s"}, {"weight": 50, "pause": "30s"}],
+        "analysis": {"interval": "30s", "failureLimit": 0, "metrics": [{"name": "error-rate", "max": 0.01}]},
+    },
+}
+BLUE_GREEN = {"type": "BlueGreen", "blueGreen": {"previewWeight": 0, "scaleDownDelay": "60s"}}
 
 
 def md(**overrides: Any) -> ModelDeploymentSpec:
@@ -21,19 +42,21 @@ def md(**overrides: Any) -> ModelDeploymentSpec:
     return ModelDeploymentSpec.model_validate(body)
 
 
-def mv(version: int, passed: bool = True) -> ModelVersionSpec:
+def mv(version: int, passed: bool = True, model: str = "churn") -> ModelVersionSpec:
     return ModelVersionSpec.model_validate(
-        {"model": "churn", "version": version, "uri": f"s3://m/{version}/", "gates": {"passed": passed}}
+        {"model": model, "version": version, "uri": f"s3://m/{version}/", "gates": {"passed": passed}}
     )
 
 
-def isvc(version: int, ready: bool, generation: int = 1, observed: int = 1) -> dict[str, Any]:
+def isvc(version: int, ready: bool, generation: int = 1, observed: int = 1, **status: Any) -> dict[str, Any]:
     return {
-        "metadata": {"generation": generation, "labels": {"slipway.dev/version": str(version)}},
+        "metadata": {"generation": generation, "labels": {VERSION_LABEL: str(version)}},
+        "spec": {"predictor": {}},
         "status": {
             "observedGeneration": observed,
             "url": "http://churn.ml",
             "conditions": [{"type": "Ready", "status": "True" if ready else "False", "reason": "Starting"}],
+            **status,
         },
     }
 
@@ -41,12 +64,144 @@ def isvc(version: int, ready: bool, generation: int = 1, observed: int = 1) -> d
 def plan(
     spec: ModelDeploymentSpec,
     versions: list[ModelVersionSpec],
-    observed: dict[str, Any] | None,
+    isvcs: dict[str, dict[str, Any]] | None = None,
     current: ModelDeploymentStatus | None = None,
-):  # type: ignore[no-untyped-def]
-    return plan_deployment("churn", "ml", spec, current or ModelDeploymentStatus(), versions, observed, 1, NOW)
+    route: dict[str, Any] | None = None,
+    commands: Commands | None = None,
+) -> Plan:
+    observed = Observed(isvcs or {}, route)
+    status = current or ModelDeploymentStatus()
+    return plan_deployment("churn", "ml", spec, status, versions, observed, 1, T0, ROUTING, None, commands)
 
 
+def labels_of(children: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    return [(c["kind"], c["metadata"]["name"], c["metadata"]["labels"].get(VERSION_LABEL, "")) for c in children]
+
+
+def accepted(route: dict[str, Any], generation: int = 1) -> dict[str, Any]:
+    parents = [{"conditions": [{"type": "Accepted", "status": "True", "observedGeneration": generation}]}]
+    return {**route, "metadata": {**route["metadata"], "generation": generation}, "status": {"parents": parents}}
+
+
+# -- the simulated cluster ------------------------------------------------------------------------------
+@dataclass
+class Cluster:
+    spec: ModelDeploymentSpec
+    versions: list[ModelVersionSpec]
+    ready: set[int] = field(default_factory=set)
+    gateway_up: bool = True
+    verdict: str = "Passed"
+    commands: Commands = field(default_factory=Commands)
+    now: datetime = T0
+    status: ModelDeploymentStatus = field(default_factory=ModelDeploymentStatus)
+    isvcs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    route: dict[str, Any] | None = None
+    rolled_out: dict[str, int] = field(default_factory=dict)  # kserve: the last fully rolled-out version
+    deleted: list[str] = field(default_factory=list)
+    last: Plan | None = None
+
+    def tick(self, dt: float = 1) -> Plan:
+        self.now += timedelta(seconds=dt)
+        self.settle()
+        analysis: list[AnalysisResult] | None = None
+        if analysis_due(self.spec, self.status, self.now):
+            settings = analysis_of(self.spec)
+            assert settings is not None
+            value = {"Passed": 0.001, "Failed": 0.5, "Inconclusive": None}[self.verdict]
+            analysis = [judge(m, value, "no data", rfc3339(self.now)) for m in settings.metrics]
+        observed = Observed(copy.deepcopy(self.isvcs), copy.deepcopy(self.route))
+        result = plan_deployment(
+            "churn",
+            "ml",
+            self.spec,
+            self.status,
+            self.versions,
+            observed,
+            1,
+            self.now,
+            ROUTING,
+            analysis,
+            self.commands,
+        )
+        self.apply(result)
+        self.status, self.last = result.status, result
+        return result
+
+    def until(self, done: Any, limit: int = 1000) -> None:
+        for _ in range(limit):
+            if done(self):
+                return
+            self.tick()
+        raise AssertionError(f"stuck: {self.status.phase} {self.status.message}")
+
+    def apply(self, result: Plan) -> None:
+        for child in result.children:
+            name = child["metadata"]["name"]
+            if child["kind"] == "HTTPRoute":
+                self.apply_route(child)
+                continue
+            old = self.isvcs.get(name)
+            generation = old["metadata"]["generation"] if old else 0
+            if old is None or old["spec"] != child["spec"] or old["metadata"]["labels"] != child["metadata"]["labels"]:
+                generation += 1
+            self.isvcs[name] = {
+                "metadata": {"name": name, "generation": generation, "labels": child["metadata"]["labels"]},
+                "spec": child["spec"],
+            }
+        for name in sorted(set(self.isvcs) - result.keep):
+            del self.isvcs[name]
+            self.deleted.append(name)
+        if not result.keep_route:
+            self.route = None
+        self.settle()
+
+    def apply_route(self, child: dict[str, Any]) -> None:
+        generation = self.route["metadata"]["generation"] if self.route else 0
+        if self.route is None or self.route["spec"] != child["spec"]:
+            generation += 1
+        status = self.route["status"] if self.route else {}
+        self.route = {"metadata": {"generation": generation}, "spec": child["spec"], "status": status}
+
+    def settle(self) -> None:
+        """What KServe and the Gateway do with what they were given."""
+        for name, obj in self.isvcs.items():
+            version = int(obj["metadata"]["labels"][VERSION_LABEL])
+            up = version in self.ready
+            if up and "canaryTrafficPercent" not in obj["spec"]["predictor"]:
+                self.rolled_out[name] = version
+            obj["status"] = {
+                "observedGeneration": obj["metadata"]["generation"],
+                "url": f"http://{name}.ml.models.test",
+                "conditions": [{"type": "Ready", "status": "True" if up else "False", "reason": "Starting"}],
+            }
+        if self.route is not None and self.gateway_up:
+            self.route = accepted(self.route, self.route["metadata"]["generation"])
+
+    def backends(self) -> dict[str, int]:
+        assert self.route is not None
+        return route_weights(self.route)
+
+    def kserve_split(self) -> dict[int, int]:
+        """Where KServe really sends requests: the spec's revision gets canaryTrafficPercent, the
+        last rolled-out revision the rest."""
+        obj = self.isvcs["churn"]
+        version = int(obj["metadata"]["labels"][VERSION_LABEL])
+        percent = obj["spec"]["predictor"].get("canaryTrafficPercent")
+        previous = self.rolled_out.get("churn")
+        if percent is None or previous is None or previous == version:
+            return {version: 100}
+        return {version: percent, previous: 100 - percent}
+
+
+def established(spec: ModelDeploymentSpec, versions: list[ModelVersionSpec]) -> Cluster:
+    """Version 1 serving; version 2 and later may be in `versions` once the caller adds them."""
+    cluster = Cluster(spec, [v for v in versions if v.version == 1], ready={1})
+    cluster.until(lambda c: c.status.phase == "Stable")
+    cluster.versions = versions
+    return cluster
+
+
+# == builders =============================================================================================
 def test_inferenceservice_carries_the_version_predictor_and_features() -> None:
     spec = md(
         predictor={
@@ -57,93 +212,360 @@ def test_inferenceservice_carries_the_version_predictor_and_features() -> None:
             "features": {"featureService": "churn_v1", "entityKey": "customer_id"},
         }
     )
-    obj = build_inferenceservice("churn", "ml", "churn", spec, mv(3))
+    obj = build_inferenceservice("churn-v3", "ml", "churn", spec, mv(3))
     predictor = obj["spec"]["predictor"]
     assert (predictor["minReplicas"], predictor["maxReplicas"]) == (2, 5)
+    assert "canaryTrafficPercent" not in predictor
     container = predictor["containers"][0]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["STORAGE_URI"] == "s3://m/3/" and env["SLIPWAY_MODEL_VERSION"] == "3"
     assert env["SLIPWAY_FEATURE_SERVICE"] == "churn_v1" and env["SLIPWAY_ENTITY_KEY"] == "customer_id"
     assert container["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"}}
-    assert obj["metadata"]["labels"]["slipway.dev/version"] == "3"
+    labels = obj["metadata"]["labels"]
+    assert (labels[VERSION_LABEL], labels[DEPLOYMENT_LABEL], labels[MODEL_LABEL]) == ("3", "churn", "churn")
     assert obj["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
 
 
 def test_kserve_traffic_uses_serverless_mode_and_no_feature_env_without_features() -> None:
-    obj = build_inferenceservice("churn", "ml", "churn", md(traffic="kserve"), mv(1))
+    obj = build_inferenceservice("churn", "ml", "churn", md(traffic="kserve"), mv(1), canary_traffic_percent=0)
     assert obj["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
     names = {e["name"] for e in obj["spec"]["predictor"]["containers"][0]["env"]}
     assert "SLIPWAY_FEATURE_SERVICE" not in names
     assert "resources" not in obj["spec"]["predictor"]["containers"][0]
+    assert obj["spec"]["predictor"]["canaryTrafficPercent"] == 0
 
 
-def test_missing_version_is_a_condition_and_a_retry_not_a_child() -> None:
-    result = plan(md(version=5), [mv(1)], None)
+# == nothing to serve =======================================================================================
+@pytest.mark.parametrize(
+    ("version", "versions", "reason"),
+    [
+        (5, [mv(1)], reasons.VERSION_NOT_FOUND),
+        ("latest", [mv(1, passed=False)], reasons.NO_VERSION_PASSED_GATES),
+        ("latest", [], reasons.VERSION_NOT_FOUND),
+        ("latest", [mv(1, model="other")], reasons.VERSION_NOT_FOUND),  # another model's versions do not count
+    ],
+)
+@pytest.mark.parametrize("traffic", ["gateway", "kserve"])
+def test_nothing_to_serve_is_pending_with_a_condition_and_a_retry(
+    version: int | str, versions: list[ModelVersionSpec], reason: str, traffic: str
+) -> None:
+    result = plan(md(version=version, traffic=traffic), versions)
     assert result.children == [] and result.retry
-    assert result.status.phase == "Pending"
+    assert result.keep == (frozenset() if traffic == "gateway" else frozenset({"churn"}))
+    assert not result.keep_route
+    status = result.status
+    assert (status.phase, status.reason) == ("Pending", reason)
+    resolved = condition(status.conditions, "VersionResolved")
+    assert resolved is not None and (resolved.status, resolved.reason) == ("False", reason)
+    ready = condition(status.conditions, "Ready")
+    assert ready is not None and (ready.status, ready.reason) == ("False", reason)
+
+
+def test_a_version_that_stops_resolving_keeps_serving_the_stable_one() -> None:
+    cluster = established(md(version=1), [mv(1)])
+    cluster.spec = md(version=9)
+    result = cluster.tick()
+    assert result.retry and result.status.phase == "Stable" and result.status.stable_version == 1
+    assert labels_of(result.children) == [("InferenceService", "churn-v1", "1"), ("HTTPRoute", "churn", "")]
     resolved = condition(result.status.conditions, "VersionResolved")
-    assert resolved is not None and resolved.status == "False" and resolved.reason == reasons.VERSION_NOT_FOUND
-    assert "5" in resolved.message
+    assert resolved is not None and resolved.status == "False" and "9" in resolved.message
+
+
+# == gateway traffic ===========================================================================================
+def test_first_version_under_gateway_traffic_is_one_inferenceservice_and_a_route() -> None:
+    result = plan(md(), [mv(1)])
+    assert labels_of(result.children) == [("InferenceService", "churn-v1", "1"), ("HTTPRoute", "churn", "")]
+    assert result.keep == frozenset({"churn-v1"}) and result.keep_route and not result.retry
+    route = result.children[-1]
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert route["spec"]["parentRefs"] == [{"name": "public", "namespace": "gateways"}]
+    assert route["spec"]["hostnames"] == ["churn.ml.models.test"]
+    assert route["spec"]["rules"] == [
+        {"backendRefs": [{"kind": "Service", "name": "churn-v1-predictor", "port": 80, "weight": 100}]}
+    ]
+    assert route["metadata"]["labels"][DEPLOYMENT_LABEL] == "churn"
+    resolved = condition(result.status.conditions, "VersionResolved")
+    assert resolved is not None and resolved.status == "True" and resolved.observed_generation == 1
+
+
+def route_for(weights: dict[int, int]) -> dict[str, Any]:
+    return build_httproute("churn", "ml", "churn", {f"churn-v{v}": w for v, w in weights.items()}, ROUTING)
 
 
 @pytest.mark.parametrize(
-    ("observed", "phase", "stable", "candidate", "weight"),
+    ("isvcs", "route", "phase"),
     [
-        (None, "Progressing", None, 3, 100),
-        (isvc(3, ready=False), "Progressing", None, 3, 100),
-        (isvc(3, ready=True, generation=2, observed=1), "Progressing", None, 3, 100),  # stale readiness
-        (isvc(2, ready=True), "Progressing", None, 3, 100),  # still the old version's readiness
-        (isvc(3, ready=True), "Stable", 3, None, 0),
+        ({}, None, "Progressing"),
+        ({"churn-v3": isvc(3, ready=False)}, accepted(route_for({3: 100})), "Progressing"),
+        ({"churn-v3": isvc(3, ready=True, generation=2, observed=1)}, accepted(route_for({3: 100})), "Progressing"),
+        ({"churn-v3": isvc(2, ready=True)}, accepted(route_for({3: 100})), "Progressing"),  # another version's
+        ({"churn-v3": isvc(3, ready=True)}, None, "Progressing"),  # no route yet
+        ({"churn-v3": isvc(3, ready=True)}, route_for({3: 100}), "Progressing"),  # not accepted yet
+        ({"churn-v3": isvc(3, ready=True)}, {**accepted(route_for({3: 100})), "metadata": {"generation": 2}}, None),
+        ({"churn-v3": isvc(3, ready=True)}, accepted(route_for({3: 100})), "Stable"),
     ],
 )
-def test_direct_rollout_states(
-    observed: dict[str, Any] | None, phase: str, stable: int | None, candidate: int | None, weight: int
+def test_first_version_becomes_stable_once_ready_and_routed(
+    isvcs: dict[str, Any], route: dict[str, Any] | None, phase: str | None
 ) -> None:
-    result = plan(md(strategy={"type": "Direct"}), [mv(1), mv(3)], observed)
-    assert [c["metadata"]["labels"]["slipway.dev/version"] for c in result.children] == ["3"]
+    current = plan(md(strategy={"type": "Direct"}), [mv(1), mv(3)]).status
+    result = plan(md(strategy={"type": "Direct"}), [mv(1), mv(3)], isvcs, current, route)
+    assert labels_of(result.children) == [("InferenceService", "churn-v3", "3"), ("HTTPRoute", "churn", "")]
+    expected = phase or "Progressing"  # a route whose newest generation is not accepted is not in effect
     status = result.status
-    assert (status.phase, status.stable_version, status.candidate_version, status.canary_weight) == (
-        phase,
-        stable,
-        candidate,
-        weight,
-    )
-    assert not result.retry
-    if phase == "Stable":
-        assert status.url == "http://churn.ml"
-        assert condition(status.conditions, "Ready").reason == reasons.ENDPOINT_READY  # type: ignore[union-attr]
+    assert status.phase == expected and not result.retry
+    if expected == "Stable":
+        assert (status.stable_version, status.candidate_version) == (3, None)
+        assert status.url == "http://churn.ml.models.test"
+        ready = condition(status.conditions, "Ready")
+        assert ready is not None and (ready.status, ready.reason) == ("True", reasons.ENDPOINT_READY)
+    else:
+        assert (status.stable_version, status.candidate_version, status.canary_weight) == (None, 3, 100)
 
 
-def test_direct_replaces_a_stable_version_and_keeps_ready_while_rolling() -> None:
-    stable = plan(md(), [mv(1)], isvc(1, ready=True)).status
-    assert stable.stable_version == 1
-    rolling = plan(md(), [mv(1), mv(2)], isvc(1, ready=True), stable)
-    assert rolling.status.phase == "Progressing" and rolling.status.candidate_version == 2
-    assert rolling.status.stable_version == 1
-    assert condition(rolling.status.conditions, "Ready").status == "True"  # type: ignore[union-attr]
-    done = plan(md(), [mv(1), mv(2)], isvc(2, ready=True, generation=2, observed=2), rolling.status)
-    assert (done.status.phase, done.status.stable_version, done.status.candidate_version) == ("Stable", 2, None)
+def test_gateway_canary_runs_version_by_version_behind_the_route() -> None:
+    cluster = established(md(strategy=CANARY), [mv(1), mv(2)])
+    assert cluster.backends() == {"churn-v1-predictor": 100}
+    result = cluster.tick()
+    assert result.status.candidate_version == 2 and result.status.step == 0
+    assert labels_of(result.children) == [
+        ("InferenceService", "churn-v1", "1"),
+        ("InferenceService", "churn-v2", "2"),
+        ("HTTPRoute", "churn", ""),
+    ]
+    assert result.keep == frozenset({"churn-v1", "churn-v2"})
+    assert cluster.backends() == {"churn-v1-predictor": 100, "churn-v2-predictor": 0}  # not ready yet
+    cluster.tick(30)
+    assert cluster.backends() == {"churn-v1-predictor": 100, "churn-v2-predictor": 0}
+    cluster.ready.add(2)
+    cluster.tick()
+    assert cluster.backends() == {"churn-v1-predictor": 90, "churn-v2-predictor": 10}
+    cluster.until(lambda c: c.status.step == 1)
+    assert cluster.backends() == {"churn-v1-predictor": 50, "churn-v2-predictor": 50}
+    cluster.until(lambda c: c.status.phase == "Stable")
+    assert cluster.status.stable_version == 2 and cluster.status.previous_version == 1
+    assert cluster.backends() == {"churn-v1-predictor": 0, "churn-v2-predictor": 100}  # 1 drains
+    assert cluster.last is not None and cluster.last.keep == frozenset({"churn-v1", "churn-v2"})
+    cluster.tick(DRAIN_SECONDS)
+    assert cluster.backends() == {"churn-v2-predictor": 100}
+    assert set(cluster.isvcs) == {"churn-v2"} and cluster.deleted == ["churn-v1"]
+    assert cluster.status.url == "http://churn.ml.models.test"
 
 
-CANARY = {"type": "Canary", "canary": {"steps": [{"weight": 10}]}}
+def test_gateway_direct_replacement_moves_traffic_only_once_the_new_version_is_ready() -> None:
+    cluster = established(md(strategy={"type": "Direct"}), [mv(1), mv(2)])
+    for _ in range(30):
+        cluster.tick()
+        assert cluster.backends() == {"churn-v1-predictor": 100, "churn-v2-predictor": 0}
+    ready = condition(cluster.status.conditions, "Ready")
+    assert ready is not None and ready.status == "True"  # version 1 serves throughout
+    cluster.ready.add(2)
+    cluster.tick()
+    assert cluster.backends() == {"churn-v1-predictor": 0, "churn-v2-predictor": 100}
+    cluster.until(lambda c: c.status.phase == "Stable" and c.status.previous_version is None)
+    assert set(cluster.isvcs) == {"churn-v2"} and cluster.status.stable_version == 2
 
 
-@pytest.mark.parametrize("strategy", [CANARY, {"type": "BlueGreen"}])
-def test_first_version_of_a_progressive_strategy_deploys_directly(strategy: dict[str, Any]) -> None:
-    result = plan(md(strategy=strategy), [mv(1)], isvc(1, ready=True))
-    assert result.status.phase == "Stable" and result.status.stable_version == 1
+def test_gateway_rollback_keeps_the_failed_version_at_zero() -> None:
+    cluster = established(md(strategy=CANARY), [mv(1), mv(2)])
+    cluster.ready.add(2)
+    cluster.verdict = "Failed"
+    cluster.until(lambda c: c.status.phase == "Degraded")
+    assert cluster.backends() == {"churn-v1-predictor": 100, "churn-v2-predictor": 0}
+    assert set(cluster.isvcs) == {"churn-v1", "churn-v2"}  # kept for inspection
+    assert cluster.status.rolled_back_version == 2
+    cluster.tick(600)
+    assert cluster.status.phase == "Degraded" and cluster.backends()["churn-v2-predictor"] == 0
 
 
-@pytest.mark.parametrize("strategy", [CANARY, {"type": "BlueGreen"}])
-def test_a_new_version_under_a_progressive_strategy_never_moves_traffic_yet(strategy: dict[str, Any]) -> None:
-    stable = plan(md(strategy=strategy), [mv(1)], isvc(1, ready=True)).status
-    result = plan(md(strategy=strategy), [mv(1), mv(2)], isvc(1, ready=True), stable)
-    assert [c["metadata"]["labels"]["slipway.dev/version"] for c in result.children] == ["1"]
-    assert result.status.stable_version == 1 and result.status.candidate_version is None
-    progressing = condition(result.status.conditions, "Progressing")
-    assert progressing is not None and progressing.reason == reasons.STRATEGY_NOT_IMPLEMENTED
+def test_a_gateway_that_does_not_accept_the_route_holds_the_rollout() -> None:
+    cluster = established(md(strategy=CANARY), [mv(1), mv(2)])
+    cluster.ready.add(2)
+    cluster.gateway_up = False
+    for _ in range(120):
+        cluster.tick()
+    assert cluster.status.phase == "Progressing" and cluster.status.step_started_at is None
+    assert not route_accepted(cluster.route or {})
+    cluster.gateway_up = True
+    cluster.until(lambda c: c.status.stable_version == 2)
+
+
+def test_route_weights_of_services_that_are_not_ours_are_ignored() -> None:
+    route = accepted(build_httproute("churn", "ml", "churn", {"churn-v1": 100, "stranger": 0}, ROUTING))
+    seen = observe("churn", "ml", md(), 1, Observed({"churn-v1": isvc(1, True)}, route), ROUTING)
+    assert seen.applied == {1: 100} and seen.endpoints == {1: (True, "Starting")}
+
+
+def test_a_deleted_modelversion_keeps_its_inferenceservice_and_route_entry() -> None:
+    cluster = established(md(version=1), [mv(1)])
+    cluster.versions = []  # the ModelVersion was deleted
+    result = cluster.tick()
+    assert labels_of(result.children) == [("HTTPRoute", "churn", "")]  # left as it is, not rebuilt
+    assert result.keep == frozenset({"churn-v1"}) and result.keep_route
+    assert cluster.backends() == {"churn-v1-predictor": 100} and set(cluster.isvcs) == {"churn-v1"}
+    assert result.status.phase == "Stable" and result.retry
+
+
+def test_blue_green_under_gateway_traffic_keeps_the_old_version_routable_for_the_delay() -> None:
+    cluster = established(md(strategy=BLUE_GREEN), [mv(1), mv(2)])
+    cluster.ready.add(2)
+    cluster.until(lambda c: c.status.stable_version == 2)
+    assert cluster.backends() == {"churn-v1-predictor": 0, "churn-v2-predictor": 100}
+    cluster.tick(30)
+    cluster.commands = Commands(abort="a1")  # an instant switch back: the old one is still running
+    cluster.tick()
+    assert cluster.backends() == {"churn-v1-predictor": 100, "churn-v2-predictor": 0}
+    assert cluster.status.stable_version == 1
+    cluster.tick()
+    assert cluster.status.phase == "Degraded"
+
+
+def test_commands_reach_the_engine() -> None:
+    cluster = established(md(strategy=CANARY), [mv(1), mv(2)])
+    cluster.ready.add(2)
+    cluster.commands = Commands(paused=True)
+    for _ in range(100):
+        cluster.tick()
+    assert cluster.status.phase == "Paused"
+    assert cluster.last is not None and [e.reason for e in cluster.last.events] == []
+
+
+# == kserve traffic ===============================================================================================
+def kserve_isvc(cluster: Cluster) -> tuple[str, int | None]:
+    obj = cluster.isvcs["churn"]
+    return obj["metadata"]["labels"][VERSION_LABEL], obj["spec"]["predictor"].get("canaryTrafficPercent")
+
+
+def test_kserve_first_version_is_one_inferenceservice_without_a_split() -> None:
+    result = plan(md(traffic="kserve"), [mv(1)])
+    assert labels_of(result.children) == [("InferenceService", "churn", "1")]
+    assert "canaryTrafficPercent" not in result.children[0]["spec"]["predictor"]
+    assert result.keep == frozenset({"churn"}) and not result.keep_route
+
+
+def test_kserve_canary_sets_canary_traffic_percent_then_drops_it_when_stable() -> None:
+    cluster = established(md(traffic="kserve", strategy=CANARY), [mv(1), mv(2)])
+    assert kserve_isvc(cluster) == ("1", None) and cluster.route is None
+    assert cluster.status.url == "http://churn.ml.models.test"
+    cluster.tick()
+    assert kserve_isvc(cluster) == ("2", 0)  # the new revision takes nothing until it is ready
+    assert cluster.kserve_split() == {2: 0, 1: 100}
+    cluster.ready.add(2)
+    cluster.tick()
+    assert kserve_isvc(cluster) == ("2", 10) and cluster.kserve_split() == {2: 10, 1: 90}
+    cluster.until(lambda c: c.status.step == 1)
+    assert kserve_isvc(cluster) == ("2", 50)
+    cluster.until(lambda c: c.status.phase == "Stable")
+    assert kserve_isvc(cluster) == ("2", None) and cluster.kserve_split() == {2: 100}
+    assert cluster.last is not None and cluster.last.keep == frozenset({"churn"})
+    assert all(c["kind"] == "InferenceService" for c in cluster.last.children)
+    assert cluster.deleted == []
+
+
+def test_kserve_direct_replacement_moves_traffic_only_once_the_new_version_is_ready() -> None:
+    cluster = established(md(traffic="kserve", strategy={"type": "Direct"}), [mv(1), mv(2)])
+    cluster.tick(30)
+    assert kserve_isvc(cluster) == ("2", 0) and cluster.kserve_split() == {2: 0, 1: 100}
+    cluster.ready.add(2)
+    cluster.tick()
+    assert kserve_isvc(cluster) == ("2", 100)
+    cluster.until(lambda c: c.status.phase == "Stable")
+    assert kserve_isvc(cluster) == ("2", None) and cluster.kserve_split() == {2: 100}
+
+
+def test_kserve_rollback_sets_canary_traffic_percent_to_zero() -> None:
+    cluster = established(md(traffic="kserve", strategy=CANARY), [mv(1), mv(2)])
+    cluster.ready.add(2)
+    cluster.verdict = "Failed"
+    cluster.until(lambda c: c.status.phase == "Degraded")
+    assert kserve_isvc(cluster) == ("2", 0) and cluster.kserve_split() == {2: 0, 1: 100}
+    assert cluster.status.stable_version == 1
+
+
+def test_kserve_blue_green_abort_after_the_switch_goes_back() -> None:
+    # One InferenceService: the old version is not warm, so its spec is served again (a new
+    # revision); 0% on the rolled-out bad revision would route nowhere else.
+    cluster = established(md(traffic="kserve", strategy=BLUE_GREEN), [mv(1), mv(2)])
+    cluster.ready.add(2)
+    cluster.until(lambda c: c.status.stable_version == 2)
+    cluster.tick(5)
+    cluster.commands = Commands(abort="a1")
+    cluster.tick()
+    cluster.tick()
+    assert cluster.status.phase == "Degraded"
+    assert cluster.kserve_split() == {1: 100}
+
+
+def with_percent(obj: dict[str, Any], percent: int) -> dict[str, Any]:
+    return {**obj, "spec": {"predictor": {"canaryTrafficPercent": percent}}}
+
+
+def without_url(obj: dict[str, Any]) -> dict[str, Any]:
+    return {**obj, "status": {k: v for k, v in obj["status"].items() if k != "url"}}
+
+
+@pytest.mark.parametrize(
+    ("obj", "stable", "endpoints", "applied"),
+    [
+        (None, 1, {}, None),
+        (isvc(2, True), None, {2: (True, "Starting")}, {2: 100}),
+        (isvc(2, True), 2, {2: (True, "Starting")}, {2: 100}),
+        (with_percent(isvc(2, False), 10), 1, {2: (False, "Starting"), 1: (True, "")}, {2: 10, 1: 90}),
+        (
+            with_percent(isvc(2, True, generation=2, observed=1), 10),
+            1,
+            {2: (False, "KServe has not observed the new spec yet"), 1: (True, "")},
+            None,
+        ),
+        (without_url(with_percent(isvc(2, True), 10)), 1, {2: (True, "Starting")}, {2: 10, 1: 90}),
+    ],
+)
+def test_kserve_observation(
+    obj: dict[str, Any] | None,
+    stable: int | None,
+    endpoints: dict[int, tuple[bool, str]],
+    applied: dict[int, int] | None,
+) -> None:
+    """KServe's last rolled-out revision keeps serving the stable version beside the spec's."""
+    seen = observe("churn", "ml", md(traffic="kserve"), stable, Observed({"churn": obj} if obj else {}), ROUTING)
+    assert seen.endpoints == endpoints and seen.applied == applied
+
+
+def test_gateway_observation_without_an_accepted_route_knows_no_weights() -> None:
+    isvcs = {"churn-v1": isvc(1, True)}
+    assert observe("churn", "ml", md(), 1, Observed(isvcs, None), ROUTING).applied is None
+    unaccepted = route_for({1: 100})
+    seen = observe("churn", "ml", md(), 1, Observed(isvcs, unaccepted), ROUTING)
+    assert seen.applied is None and seen.url == "" and seen.endpoints == {1: (True, "Starting")}
+
+
+# == readiness of one InferenceService ==========================================================
+@pytest.mark.parametrize(
+    ("obj", "version", "ready"),
+    [
+        (None, 1, False),
+        (isvc(1, True), 1, True),
+        (isvc(1, False), 1, False),
+        (isvc(1, True), 2, False),  # serves another version
+        (isvc(1, True, generation=3, observed=2), 1, False),  # KServe has not seen the spec yet
+        ({"metadata": {"labels": {VERSION_LABEL: "1"}}, "status": {}}, 1, False),
+        ({"metadata": {"labels": {VERSION_LABEL: "1"}}, "status": None}, 1, False),
+        ({"metadata": {"labels": {VERSION_LABEL: "1"}}, "status": {"conditions": [{"type": "Ready"}]}}, 1, False),
+    ],
+)
+def test_isvc_serves(obj: dict[str, Any] | None, version: int, ready: bool) -> None:
+    serves, why = isvc_serves(obj, version)
+    assert serves is ready
+    if not ready:
+        assert why
 
 
 def test_latest_skips_versions_that_failed_their_gates() -> None:
-    result = plan(md(), [mv(1), mv(2, passed=False)], None)
-    assert result.children[0]["metadata"]["labels"]["slipway.dev/version"] == "1"
+    result = plan(md(), [mv(1), mv(2, passed=False)])
+    assert labels_of(result.children)[0] == ("InferenceService", "churn-v1", "1")
+    assert result.status.candidate_version == 1
+
+
+def test_versions_of_other_models_are_ignored() -> None:
+    result = plan(md(), [mv(1), mv(7, model="other")])
+    assert labels_of(result.children) == [("InferenceService", "churn-v1", "1"), ("HTTPRoute", "churn", "")]

@@ -85,6 +85,8 @@ def judge(metric: AnalysisMetric, value: float | None, problem: str, now: str) -
 def overall(results: list[AnalysisResult]) -> str:
     """One verdict for a measurement of every metric: any failure fails; else any unknown holds."""
     verdicts = {r.verdict for r in results}
+    if not verdicts:
+        return "Inconclusive"  # nothing measured is never a pass
     if "Failed" in verdicts:
         return "Failed"
     if "Inconclusive" in verdicts:

@@ -128,13 +128,20 @@ def desired_children(
     serve: int | None
     if traffic.candidate is not None:
         serve, percent = traffic.candidate, traffic.weight if traffic.stable is not None else None
-    elif status.rolled_back_version is not None and traffic.stable is not None:
+    elif status.rolled_back_version is not None and traffic.stable is not None and not _was_promoted(status):
         serve, percent = status.rolled_back_version, 0  # KServe's instant rollback; kept for inspection
     else:
         serve = traffic.stable
     if serve is None or serve not in versions:
         return [], frozenset({name}), False
     return [build_inferenceservice(name, namespace, name, spec, versions[serve], percent)], frozenset({name}), False
+
+
+def _was_promoted(status: ModelDeploymentStatus) -> bool:
+    """Whether the rolled-back version had become KServe's rolled-out revision (a switch-back after
+    promotion): then 0% on it would route nowhere else, so the stable version's spec is served again
+    (a new revision; not instant, unlike gateway traffic, which keeps the old version warm)."""
+    return any(h.version == status.rolled_back_version and h.outcome == "Promoted" for h in status.history)
 
 
 def plan_deployment(

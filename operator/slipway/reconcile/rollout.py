@@ -226,6 +226,9 @@ class _Tick:
                 self.event(False, reasons.SUPERSEDED, f"rollout of version {st.candidate_version} cancelled")
                 self.clear_candidate()
                 self.state("Stable", reasons.ENDPOINT_READY, f"serving version {target}")
+            elif st.rolled_back_version is not None:  # the spec no longer asks for the rolled-back one
+                st.rolled_back_version = st.rolled_back_generation = None
+                self.state("Stable", reasons.ENDPOINT_READY, f"serving version {target}")
             return
         if target == st.rolled_back_version and (st.rolled_back_generation or 0) >= self.generation:
             return  # held: not retried until the spec changes or a user retries
@@ -239,11 +242,13 @@ class _Tick:
         st = self.st
         direct = st.stable_version is None or self.spec.strategy.type == "Direct"
         st.candidate_version = version
-        st.canary_weight = 100 if direct else 0
+        # A first version is all there is; beside a stable one, traffic waits for readiness (Direct too).
+        st.canary_weight = 100 if st.stable_version is None else 0
         st.step = 0 if not direct and self.spec.strategy.type == "Canary" else None
         st.rollout_started_at, st.step_started_at, st.last_analysis_at = self.stamp, None, None
         st.analysis_failures = st.analysis_inconclusive = 0
         st.analysis = []
+        st.conditions = [c for c in st.conditions if c.type != "Analysis"]  # the last rollout's verdict
         how = "Direct" if direct else self.spec.strategy.type
         self.state("Progressing", reasons.ROLLING_OUT, f"rolling out version {version} ({how})")
         self.event(False, reasons.ROLLOUT_STARTED, f"rolling out version {version} ({how})")
@@ -289,6 +294,7 @@ class _Tick:
             return
         if st.phase not in ("Progressing", "Paused"):
             st.phase = "Progressing"
+        st.step_started_at = None  # the step's pause and analysis start over once it is ready again
         self.state(st.phase, reasons.WAITING_FOR_CANDIDATE, f"waiting for version {candidate} to be ready: {detail}")
 
     def switch_directly(self, candidate: int) -> None:
@@ -311,6 +317,7 @@ class _Tick:
         if st.canary_weight != desired:
             st.canary_weight, st.step_started_at = desired, None
         if self.applied(candidate) != desired:
+            st.step_started_at = None  # not (or no longer) in effect: the step starts once it is
             self.state("Progressing", reasons.ROLLING_OUT, f"{where}: setting {desired}% on version {candidate}")
             return
         if st.step_started_at is None:
