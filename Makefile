@@ -43,15 +43,17 @@ unit: $(STAMP) ## unit tests only (no servers)
 integration: $(STAMP) controlplane ## integration tests against a real kube-apiserver + etcd
 	$(BIN)/pytest tests/integration
 
-e2e: $(STAMP) controlplane ## end-to-end tests in the dev stack (real Ray, Feast, training)
+e2e: $(STAMP) controlplane ## end-to-end tests in the dev stack (real Ray, Feast, training, serving, Prometheus)
 	$(BIN)/pytest tests/e2e
 
 test: lint controlplane ## everything CI runs: lint, then every test (pytest exit 5, no tests, fails)
 	$(BIN)/pytest tests
 
-bench: $(STAMP) controlplane ## the benchmarks (operator scale, training overhead); see bench/README.md
+bench: $(STAMP) controlplane ## the benchmarks (operator scale, training, serving, rollout detection); see bench/README.md
 	$(BIN)/python bench/operator_scale.py
 	$(BIN)/python bench/training_overhead.py
+	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/rollout_detection.py
 
 clean: ## remove the venv and dev-stack state (keeps the ~/.cache build)
 	rm -rf $(VENV) .dev .pytest_cache .mypy_cache .ruff_cache

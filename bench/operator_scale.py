@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,12 @@ from kubeapi import AsyncKube  # noqa: E402
 from slipway.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus  # noqa: E402
 from slipway.api.modelversion import ModelVersionSpec  # noqa: E402
 from slipway.api.trainingrun import TrainingRunSpec, TrainingRunStatus  # noqa: E402
+from slipway.builders.httproute import Routing  # noqa: E402
 from slipway.builders.rayjob import build_rayjob  # noqa: E402
 from slipway.controlplane import ControlPlane  # noqa: E402
 from slipway.devstack.cluster import OperatorProcess, install_crds, kubectl  # noqa: E402
 from slipway.reconcile.conditions import now_rfc3339  # noqa: E402
-from slipway.reconcile.modeldeployment import plan_deployment  # noqa: E402
+from slipway.reconcile.modeldeployment import Observed, plan_deployment  # noqa: E402
 from slipway.reconcile.status import status_patch  # noqa: E402
 from slipway.reconcile.trainingrun import training_status  # noqa: E402
 
@@ -46,6 +48,8 @@ SLIPWAY = ("slipway.dev", "v1alpha1")
 TR_PLURAL, MD_PLURAL, MV_PLURAL = "trainingruns", "modeldeployments", "modelversions"
 RAYJOB = ("ray.io", "v1", "rayjobs")
 ISVC = ("serving.kserve.io", "v1beta1", "inferenceservices")
+ROUTE = ("gateway.networking.k8s.io", "v1", "httproutes")
+ROUTING = Routing()
 CONTRACT = [d for d in yaml.safe_load_all((REPO / "tests/manifests/contract.yaml").read_text()) if d]
 
 
@@ -99,14 +103,20 @@ async def baseline(kube: AsyncKube, namespace: str, count: int, concurrency: int
             else:
                 spec = ModelDeploymentSpec.model_validate(stored["spec"])
                 plan = plan_deployment(
-                    name, namespace, spec, ModelDeploymentStatus(), [version], None, 1, now_rfc3339()
+                    name,
+                    namespace,
+                    spec,
+                    ModelDeploymentStatus(),
+                    [version],
+                    Observed({}),
+                    1,
+                    datetime.now(UTC),
+                    ROUTING,
                 )
-                child = plan.children[0]
-                child["metadata"]["ownerReferences"] = owner_ref(stored)
-                observed = await kube.apply(*ISVC, child)
-                status = plan_deployment(
-                    name, namespace, spec, ModelDeploymentStatus(), [version], observed, 1, now_rfc3339()
-                ).status
+                for child in plan.children:  # the InferenceService, then the HTTPRoute
+                    child["metadata"]["ownerReferences"] = owner_ref(stored)
+                    await kube.apply(*(ROUTE if child["kind"] == "HTTPRoute" else ISVC), child)
+                status = plan.status
             children.append(time.perf_counter())
             await kube.patch_status(*SLIPWAY, namespace, plural, name, status_patch({}, status))
             handled = json.dumps({"spec": stored["spec"]}, separators=(",", ":"))
@@ -178,7 +188,7 @@ async def request_counts(kube: AsyncKube) -> dict[str, float]:
         if not line.startswith("apiserver_request_total{"):
             continue
         labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
-        if labels.get("resource") in (TR_PLURAL, MD_PLURAL, "rayjobs", "inferenceservices", "events"):
+        if labels.get("resource") in (TR_PLURAL, MD_PLURAL, "rayjobs", "inferenceservices", "httproutes", "events"):
             key = f"{labels['verb']} {labels['resource']}" + (
                 f"/{labels['subresource']}" if labels.get("subresource") else ""
             )
