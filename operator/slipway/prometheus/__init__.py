@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from prometheus_api_client import PrometheusConnect
+from urllib3.util.retry import Retry
 
 from ..api.modeldeployment import AnalysisMetric, AnalysisResult
 from ..reconcile.analysis import QueryContext, judge, render_query
@@ -25,13 +27,21 @@ def scalar(result: list[dict[str, object]]) -> tuple[float | None, str]:
 
 
 def measure(url: str, metrics: Sequence[AnalysisMetric], ctx: QueryContext, now: str) -> list[AnalysisResult]:
-    """One measurement of every metric. Prometheus unreachable or a bad query is Inconclusive."""
-    client = PrometheusConnect(url=url, disable_ssl=True, timeout=TIMEOUT_SECONDS)
-    results = []
-    for metric in metrics:
+    """One measurement of every metric, queried in parallel. Unreachable or a bad query is Inconclusive.
+
+    No retries: a measurement that fails is Inconclusive and the next interval measures again,
+    so a down Prometheus costs one connection attempt, not a back-off that stalls the rollout.
+    """
+    client = PrometheusConnect(url=url, disable_ssl=True, timeout=TIMEOUT_SECONDS, retry=Retry(total=0))
+
+    def one(metric: AnalysisMetric) -> AnalysisResult:
         try:
             value, problem = scalar(client.custom_query(render_query(metric, ctx)))
         except Exception as error:  # unreachable, timeout, 4xx/5xx from a bad query: never a pass
             value, problem = None, f"query failed: {type(error).__name__}: {str(error)[:200]}"
-        results.append(judge(metric, value, problem, now))
-    return results
+        return judge(metric, value, problem, now)
+
+    if not metrics:
+        return []
+    with ThreadPoolExecutor(max_workers=len(metrics)) as pool:
+        return list(pool.map(one, metrics))

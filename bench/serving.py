@@ -1,0 +1,476 @@
+"""Serving overhead: the predictor against a raw TorchScript forward and a stock KServe model.
+
+In one run, on one generated data set (Feast: generated, applied, materialized into SQLite) and one
+example model (the pipeline's ChurnMLP, default hidden units 64,32, standardized on the data):
+  raw          in this process: the TorchScript forward of one row (c=1) or a batch of 16 rows
+               (c=16: the best any server could do with 16 requests); "with Feast": the same online
+               lookup the predictor makes (`get_online_features` of churn_v1 for the same keys),
+               then the forward;
+  stock        a minimal per-request `kserve.Model` (JSON list in, forward, list out; with Feast a
+               `get_online_features` call per request) under KServe's ModelServer with its
+               defaults (per-request log lines on);
+  stock-quiet  the same with KServe's per-request log lines off (what the predictor does), to
+               show how much of the difference is logging;
+  predictor    `python -m pipelines.predictor` (dynamic batching, direct JSON path);
+  predictor-kserve-routes  the predictor with `--direct=false` (through KServe's FastAPI routes).
+Each server is measured without and (stock, predictor) with Feast enrichment, at concurrency 1
+and 16, with an aiohttp client in this process: one instance per request (a row of 9 feature
+values, or {"customer_id": k}), a warm-up first. The servers run side by side and are measured
+round-robin for `--rounds` rounds (the starting one rotates), so slow drifts of the machine hit all
+of them; figures are the median over the rounds. The server process's CPU time per request
+(psutil, all its threads) is reported too: on a 2-core machine shared with other work it is a
+steadier measure of a server's cost than wall-clock throughput.
+Targets (issue 4): predictor p50 at c=1 <= raw forward p50 + 1 ms; predictor throughput at c=16 >=
+2x stock; Feast enrichment adds (predictor p50 with - without, c=1) <= 3x a raw lookup of the same
+keys (p50).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+MODEL = "churn"
+SERVICE, ENTITY_KEY = "churn_v1", "customer_id"
+DATA_SEED = 7
+CONCURRENCY = (1, 16)
+
+
+# --- the stock server (this file run with `stock ...`) ----------------------------------------
+
+
+def serve_stock(argv: list[str]) -> None:
+    """A minimal per-request kserve.Model: what a KServe user writes first."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--stock-port", type=int, required=True)
+    p.add_argument("--model-dir", required=True)
+    p.add_argument("--feast-data")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    import logging
+
+    import kserve
+    import torch
+
+    class StockModel(kserve.Model):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(MODEL)
+            manifest = json.loads((Path(args.model_dir) / "manifest.json").read_text())
+            self.features = manifest["features"]
+            self.net = torch.jit.load(str(Path(args.model_dir) / manifest["modelFile"]))
+            self.store: Any = None
+            if args.feast_data:
+                from feature_repo import store as fs
+
+                self.store = fs.open_store(fs.REPO_DIR, args.feast_data)
+                self.service = fs.feature_service(self.store, SERVICE)
+            self.ready = True
+
+        def predict(self, payload: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
+            instances = payload["instances"]
+            if self.store is not None:
+                rows = [{ENTITY_KEY: inst[ENTITY_KEY]} for inst in instances]
+                found = self.store.get_online_features(features=self.service, entity_rows=rows).to_dict()
+                instances = [
+                    [float("nan") if found[f][i] is None else found[f][i] for f in self.features]
+                    for i in range(len(rows))
+                ]
+            with torch.inference_mode():
+                out = self.net(torch.tensor(instances, dtype=torch.float32))
+            return {"predictions": out.tolist()}
+
+    server = kserve.ModelServer(
+        http_port=args.stock_port, enable_grpc=False, enable_latency_logging=not args.quiet, workers=1
+    )
+    if args.quiet:
+        logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+        logging.getLogger("kserve.trace").setLevel(logging.WARNING)
+    server.start([StockModel()])
+
+
+# --- measuring -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    """One measurement: latencies of every request (seconds) and the wall time of the whole run."""
+
+    latencies: list[float]
+    wall: float
+    instances: int
+    server_cpu: float | None = None  # CPU seconds the server process used during the run
+
+    def summary(self) -> dict[str, float]:
+        ordered = sorted(self.latencies)
+        out = {
+            "p50_ms": 1000 * quantile(ordered, 0.50),
+            "p99_ms": 1000 * quantile(ordered, 0.99),
+            "throughput_per_s": self.instances / self.wall,
+        }
+        if self.server_cpu is not None:
+            out["server_cpu_ms_per_request"] = 1000 * self.server_cpu / len(self.latencies)
+        return out
+
+
+def quantile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def http_load(
+    url: str, bodies: list[bytes], concurrency: int, requests: int, warmup: int, cpu: Callable[[], float]
+) -> Figures:
+    """`requests` POSTs from `concurrency` workers after a warm-up; `cpu()` reads the server's CPU time."""
+    import aiohttp
+
+    headers = {"content-type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker(start: int, count: int, latencies: list[float]) -> None:
+            for i in range(start, start + count):
+                began = time.perf_counter()
+                async with session.post(url, data=bodies[i % len(bodies)], headers=headers) as response:
+                    body = await response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"{url}: {response.status} {body[:200]!r}")
+                latencies.append(time.perf_counter() - began)
+
+        async def run(total: int) -> tuple[list[float], float]:
+            latencies: list[float] = []
+            per = total // concurrency
+            began = time.perf_counter()
+            await asyncio.gather(*(worker(k * per, per, latencies) for k in range(concurrency)))
+            return latencies, time.perf_counter() - began
+
+        await run(max(warmup, concurrency))
+        cpu_before = cpu()
+        latencies, wall = await run(requests)
+        return Figures(latencies, wall, len(latencies), cpu() - cpu_before)
+
+
+def timed_calls(call: Callable[[int], object], requests: int, warmup: int, per_call: int) -> Figures:
+    for i in range(warmup):
+        call(i)
+    latencies = []
+    began = time.perf_counter()
+    for i in range(requests):
+        start = time.perf_counter()
+        call(i)
+        latencies.append(time.perf_counter() - start)
+    return Figures(latencies, time.perf_counter() - began, requests * per_call)
+
+
+def forward_threads(model: Any, rows: Any) -> dict[str, dict[str, float]]:
+    """Mean forward time (us) at a few batch sizes with 1 and 2 torch threads."""
+    import numpy as np
+    import torch
+
+    out: dict[str, dict[str, float]] = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        out[f"{threads} thread{'s' if threads > 1 else ''}"] = figures = {}
+        for n in (1, 16, 64, 1024):
+            x = torch.from_numpy(np.ascontiguousarray(np.resize(rows, (n, rows.shape[1]))))
+            calls = max(50, 20000 // n)
+            with torch.inference_mode():
+                for _ in range(50):
+                    model(x)
+                began = time.perf_counter()
+                for _ in range(calls):
+                    model(x)
+            figures[str(n)] = round((time.perf_counter() - began) / calls * 1e6, 1)
+    return out
+
+
+# --- set-up --------------------------------------------------------------------------------------
+
+
+def make_data(workdir: Path, customers: int) -> tuple[Path, list[int], Any]:
+    """Generated data in a fresh Feast data dir, applied and materialized; (dir, keys, feature rows)."""
+    import pandas as pd
+    from feature_repo import generate as gen
+    from feature_repo import store as fs
+
+    data = workdir / "feast"
+    gen.generate(data, customers, DATA_SEED)
+    store = fs.apply_repo(fs.REPO_DIR, data)
+    end = gen.DEFAULT_START + timedelta(days=gen.DEFAULT_DAYS + 1)
+    fs.materialize_bounded(store, gen.DEFAULT_START, end, timedelta(days=30))
+    keys = sorted(int(k) for k in pd.read_parquet(data / f"{gen.LABELS}.parquet")[ENTITY_KEY].unique())
+    online = fs.online_features(store, keys[:512])
+    return data, keys, online[fs.feature_names(store)].to_numpy(dtype="float32")
+
+
+def make_model(workdir: Path, rows: Any, features: list[str]) -> Path:
+    """The example model: the pipeline's ChurnMLP with its default widths, standardized on the data."""
+    import torch
+    from pipelines.churn import model as churn
+    from pipelines.predictor import artifact
+
+    from slipway.api.artifacts import Manifest
+
+    mean, std = churn.standardization(rows)
+    torch.manual_seed(0)
+    net = churn.ChurnMLP(len(features), hidden=(64, 32), mean=mean, std=std).eval()
+    run_dir = workdir / "runs" / "churn-bench"
+    artifact.write(str(run_dir), churn.torchscript_bytes(net), Manifest(metrics={}, features=features))
+    return run_dir
+
+
+@dataclass
+class Server:
+    name: str
+    cmd: list[str]
+    env: dict[str, str]
+    url: str
+    log: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        with open(self.log, "wb") as out:
+            self.process = subprocess.Popen(
+                self.cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), **self.env}, stdout=out, stderr=out
+            )
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}; see {self.log}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/v1/models/{MODEL}", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name} not ready after {timeout}s; see {self.log}")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process (all its threads) so far."""
+        import psutil
+
+        assert self.process is not None
+        times = psutil.Process(self.process.pid).cpu_times()
+        return float(times.user + times.system)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@contextmanager
+def servers(workdir: Path, run_dir: Path, feast: Path) -> Iterator[dict[str, Server]]:
+    from slipway.controlplane.server import free_port
+
+    def stock(name: str, *extra: str) -> Server:
+        port = free_port()
+        cmd = [sys.executable, __file__, "stock", f"--stock-port={port}", f"--model-dir={run_dir}", *extra]
+        return Server(name, cmd, {}, f"http://127.0.0.1:{port}", workdir / f"{name}.log")
+
+    def ours(name: str, enrich: bool, *extra: str) -> Server:
+        port = free_port()
+        env = {"SLIPWAY_MODEL_DIR": str(run_dir), "SLIPWAY_MODEL_VERSION": "1", "SLIPWAY_FEAST_DATA": str(feast)}
+        if enrich:
+            env.update(SLIPWAY_FEATURE_SERVICE=SERVICE, SLIPWAY_ENTITY_KEY=ENTITY_KEY)
+        cmd = [sys.executable, "-m", "pipelines.predictor", f"--model_name={MODEL}", f"--http_port={port}", *extra]
+        return Server(name, cmd, env, f"http://127.0.0.1:{port}", workdir / f"{name}.log")
+
+    started = {
+        s.name: s
+        for s in (
+            stock("stock"),
+            stock("stock-quiet", "--quiet"),
+            stock("stock+feast", f"--feast-data={feast}"),
+            ours("predictor", False),
+            ours("predictor-kserve-routes", False, "--direct=false"),
+            ours("predictor+feast", True),
+        )
+    }
+    try:
+        for server in started.values():  # one at a time: start-up is CPU-bound on 2 cores
+            server.start()
+            server.wait_ready()
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def median_of(rounds: list[dict[str, float]]) -> dict[str, float]:
+    return {key: round(statistics.median(r[key] for r in rounds), 4) for key in rounds[0]}
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "stock":
+        serve_stock(sys.argv[2:])
+        return 0
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--customers", type=int, default=2000, help="customers in the generated data set")
+    parser.add_argument("--rounds", type=int, default=3, help="round-robin rounds over every configuration")
+    parser.add_argument("--requests", type=int, default=1200, help="requests per measurement without Feast")
+    parser.add_argument("--feast-requests", type=int, default=360, help="requests per measurement with Feast")
+    parser.add_argument("--json", type=Path, help="write the figures here as JSON")
+    parser.add_argument("--keep", action="store_true", help="keep the working directory (data, logs)")
+    args = parser.parse_args()
+
+    import numpy as np
+    import orjson
+    import torch
+
+    started_at = datetime.now(UTC)
+    workdir = Path(tempfile.mkdtemp(prefix="slipway-serving-"))
+    began = time.monotonic()
+    try:
+        from feature_repo import store as fs
+
+        feast, keys, rows = make_data(workdir, args.customers)
+        os.environ["SLIPWAY_FEAST_DATA"] = str(feast)
+        store = fs.open_store(fs.REPO_DIR, feast)
+        features = fs.feature_names(store)
+        run_dir = make_model(workdir, rows, features)
+        setup_seconds = time.monotonic() - began
+        print(f"set-up {setup_seconds:.1f}s: {args.customers} customers, {len(features)} features, {workdir}")
+
+        model = torch.jit.load(str(run_dir / "model.pt"))
+        threads = forward_threads(model, rows)
+        print("forward, mean us per call by torch threads and batch rows:", threads)
+        torch.set_num_threads(1)  # what the predictor uses (SLIPWAY_TORCH_THREADS)
+        service = fs.feature_service(store, SERVICE)
+        key_rows = [keys[i % len(keys)] for i in range(4096)]
+        singles = [rows[i % len(rows)][None, :] for i in range(256)]
+        batches = [rows[(16 * i) % (len(rows) - 16) :][:16] for i in range(64)]
+
+        def forward(x: Any) -> Any:
+            with torch.inference_mode():
+                return model(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+
+        def lookup(ks: list[int]) -> Any:
+            found = store.get_online_features(features=service, entity_rows=[{ENTITY_KEY: k} for k in ks]).to_dict()
+            return np.array([[np.nan if v is None else v for v in found[f]] for f in features], np.float32).T
+
+        raw: dict[str, Callable[[int], Figures]] = {
+            "raw forward c=1": lambda n: timed_calls(lambda i: forward(singles[i % 256]), n, 200, 1),
+            "raw forward c=16": lambda n: timed_calls(lambda i: forward(batches[i % 64]), n, 200, 16),
+            "raw lookup c=1": lambda n: timed_calls(lambda i: lookup([key_rows[i]]), n // 3, 20, 1),
+            "raw lookup c=16": lambda n: timed_calls(lambda i: lookup(key_rows[16 * (i % 256) :][:16]), n // 6, 10, 16),
+            "raw lookup+forward c=1": lambda n: timed_calls(lambda i: forward(lookup([key_rows[i]])), n // 3, 20, 1),
+            "raw lookup+forward c=16": lambda n: timed_calls(
+                lambda i: forward(lookup(key_rows[16 * (i % 256) :][:16])), n // 6, 10, 16
+            ),
+        }
+        plain_bodies = [orjson.dumps({"instances": [[float(v) for v in row]]}) for row in rows[:256]]
+        key_bodies = [orjson.dumps({"instances": [{ENTITY_KEY: k}]}) for k in key_rows[:1024]]
+        results: dict[str, list[dict[str, float]]] = {}
+        with servers(workdir, run_dir, feast) as running:
+            print(f"servers up after {time.monotonic() - began:.1f}s")
+            names = list(running)
+            for round_index in range(args.rounds):
+                for name, measure in raw.items():
+                    results.setdefault(name, []).append(measure(args.requests).summary())
+                order = names[round_index % len(names) :] + names[: round_index % len(names)]
+                for name in order:
+                    server = running[name]
+                    feast_on = "feast" in name
+                    path = f"{server.url}/v1/models/{MODEL}:predict"
+                    bodies = key_bodies if feast_on else plain_bodies
+                    count = args.feast_requests if feast_on else args.requests
+                    for c in CONCURRENCY:
+                        n = count * (2 if c > 1 else 1)
+                        figures = asyncio.run(http_load(path, bodies, c, n, max(100, n // 10), server.cpu_seconds))
+                        results.setdefault(f"{name} c={c}", []).append(figures.summary())
+                print(f"round {round_index + 1}/{args.rounds} done at {time.monotonic() - began:.1f}s")
+        table = {name: median_of(rounds) for name, rounds in results.items()}
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def fig(name: str, key: str) -> float:
+        return table[name][key]
+
+    ours_c1 = fig("predictor c=1", "p50_ms")
+    raw_c1 = fig("raw forward c=1", "p50_ms")
+    throughput_ratio = fig("predictor c=16", "throughput_per_s") / fig("stock c=16", "throughput_per_s")
+    per_round = [
+        round(ours["throughput_per_s"] / stock["throughput_per_s"], 2)
+        for ours, stock in zip(results["predictor c=16"], results["stock c=16"], strict=True)
+    ]
+    added = fig("predictor+feast c=1", "p50_ms") - ours_c1
+    raw_lookup = fig("raw lookup c=1", "p50_ms")
+    targets = {
+        f"predictor p50 at c=1 ({ours_c1:.3f} ms) <= raw forward p50 ({raw_c1:.3f} ms) + 1 ms": ours_c1 <= raw_c1 + 1,
+        f"predictor throughput at c=16 >= 2x stock ({throughput_ratio:.2f}x; per round {per_round})": (
+            throughput_ratio >= 2
+        ),
+        f"Feast enrichment adds ({added:.3f} ms) <= 3x a raw lookup ({raw_lookup:.3f} ms): "
+        f"{added / raw_lookup:.2f}x": added <= 3 * raw_lookup,
+    }
+    print()
+    print(f"{'configuration':<36} {'p50 ms':>9} {'p99 ms':>9} {'instances/s':>12} {'server CPU ms/req':>18}")
+    for name, row in table.items():
+        cpu = row.get("server_cpu_ms_per_request")
+        print(
+            f"{name:<36} {row['p50_ms']:>9.3f} {row['p99_ms']:>9.3f} {row['throughput_per_s']:>12.0f}"
+            f" {'' if cpu is None else f'{cpu:.3f}':>18}"
+        )
+    print()
+    for name in ("stock-quiet", "predictor-kserve-routes", "stock+feast", "predictor+feast"):
+        ratio = fig(f"{name} c=16", "throughput_per_s") / fig("stock c=16", "throughput_per_s")
+        print(f"throughput at c=16, {name} / stock: {ratio:.2f}x")
+    cpu_ratio = fig("stock c=16", "server_cpu_ms_per_request") / fig("predictor c=16", "server_cpu_ms_per_request")
+    print(f"server CPU per request at c=16, stock / predictor: {cpu_ratio:.2f}x (capacity per server core)")
+    for name, met in targets.items():
+        print(f"{'MET ' if met else 'MISS'} {name}")
+    result = {
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "seconds": round(time.monotonic() - began, 1),
+        "setup_seconds": round(setup_seconds, 1),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
+        "settings": vars(args) | {"json": str(args.json) if args.json else None},
+        "throughput_ratio_per_round": per_round,
+        "server_cpu_ratio_c16": round(cpu_ratio, 3),
+        "figures": table,
+        "forward_us_by_threads": threads,
+        "rounds": results,
+        "targets": targets,
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""The predictor: a KServe model server for a training run's TorchScript, with Feast online features.
+
+Run: ``python -m pipelines.predictor --model_name=<model> --http_port=<port>``. Every KServe
+ModelServer argument is accepted (``kserve.model_server.parser``); Slipway changes two defaults:
+``--enable_grpc`` is false (a second port nobody reads; it would collide between the dev stack's
+servers) and ``--enable_latency_logging`` is false. ``--workers`` must be 1 (scale with replicas).
+``--direct=false`` sends every request through KServe's own routes (see ``http``).
+
+Environment
+-----------
+- ``STORAGE_URI``: the run directory (``file://``, a plain path, ``s3://``/``gs://`` through
+  fsspec, ``pvc://`` as the mount). If ``/mnt/models`` exists (KServe's storage initializer
+  downloaded the artifact there) it is read instead; ``SLIPWAY_MODEL_DIR`` overrides both.
+- ``SLIPWAY_MODEL`` (default: ``--model_name``), ``SLIPWAY_MODEL_VERSION``: the ``model`` and
+  ``revision`` labels of every metric.
+- ``SLIPWAY_FEATURE_SERVICE`` + ``SLIPWAY_ENTITY_KEY``: enrich instances with online features;
+  the Feast repository is ``SLIPWAY_FEATURE_REPO`` (default: this checkout's ``feature_repo/``),
+  its data ``SLIPWAY_FEAST_DATA`` and configuration ``SLIPWAY_FEAST_CONFIG`` (``local``,
+  ``cluster`` or a yaml path), as ``feature_repo/store.py`` reads them.
+- ``SLIPWAY_MAX_BATCH_SIZE`` (64 rows), ``SLIPWAY_MAX_BATCH_WAIT_MS`` (2): dynamic batching.
+- ``SLIPWAY_TORCH_THREADS`` (1: measured fastest for these batch sizes on 2 cores),
+  ``SLIPWAY_ACCESS_LOG`` (``1``: keep uvicorn's and KServe's per-request log lines).
+
+Requests
+--------
+v1 ``POST /v1/models/<model>:predict`` with ``{"instances": [...]}`` answers
+``{"predictions": [p, ...]}`` (churn probabilities, one per instance). An instance is
+
+- an object of feature name -> number or null (names left out, and null, are missing: imputed by
+  the model, or filled from the online store when enrichment is on);
+- a list of numbers (or null) in the manifest's feature order, of exactly that length;
+- with enrichment: an object holding the entity key (``{"customer_id": 42}``), whose features
+  come from the online store; feature values given next to the key override the store's. With
+  enrichment on, every object instance must hold the key (a list needs none).
+
+v2 ``POST /v2/models/<model>/infer`` (open inference protocol) takes exactly one input:
+
+- numeric (``FP32``, ``FP64``, integer types) of shape ``[N, n_features]``, rows in the
+  manifest's feature order (null = missing);
+- with enrichment, an input named like the entity key (e.g. ``customer_id``), ``INT64`` (or
+  ``BYTES``) of shape ``[N]`` or ``[N, 1]``: the rows' features come from the online store;
+- ``BYTES`` of shape ``[N]`` whose elements are v1 instances as JSON text (objects with
+  entity keys and overrides, or lists).
+
+It answers one output ``predictions``, ``FP32``, shape ``[N]``, with ``model_version`` = the
+revision. Health: ``GET /v2/health/ready``, ``GET /v1/models/<model>`` (ready once the model is
+loaded: loading happens before the port opens). Metrics: ``GET /metrics``.
+
+Errors: a bad request is a 400 ``{"error": "..."}`` naming the instance and feature (wrong
+length, a value that is not a number, an unknown feature, a missing entity key, empty
+instances, bad JSON); an unknown model is a 404 (KServe's); a model that raises or returns a
+non-finite probability is a 500. An entity the store does not know is not an error: its
+features are missing (imputed) and counted in ``slipway_features_missing_total``.
+
+Metrics (default registry; labels ``model``, ``revision``): ``slipway_requests_total{outcome}``
+(``success``, ``client_error``, ``server_error``; one per predict/infer HTTP request, by status),
+``slipway_request_duration_seconds`` (histogram, 0.5 ms .. 10 s), ``slipway_predictions_total``,
+``slipway_prediction_value`` (histogram, buckets 0.05 .. 1.0), ``slipway_features_requested_total``
+and ``slipway_features_missing_total`` (feature values given to the model / still missing after
+enrichment).
+
+Batching: requests that arrive together share one forward pass (and one online-store lookup) of
+at most ``SLIPWAY_MAX_BATCH_SIZE`` rows; a batch waits up to ``SLIPWAY_MAX_BATCH_WAIT_MS`` only
+for requests already being received, so a lone request never waits. If a batch fails, each of
+its requests is run again alone. See ``batcher``.
+
+Faulty versions for rollback tests: ``python -m pipelines.predictor.faults`` (see ``faults``).
+"""

@@ -1,0 +1,180 @@
+"""The KServe model and the entrypoint: load the run directory, then serve it with KServe's ModelServer."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import uuid
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+import torch
+from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer, model_server
+from kserve.errors import InvalidInput
+
+from . import artifact
+from .enrich import open_online_features
+from .http import PredictMiddleware, Predictor
+from .instances import BadRequest, Schema, V2Input, parse_v1, parse_v2
+from .metrics import ModelMetrics
+from .scorer import Lookup, Scorer
+from .settings import Settings, SettingsError, from_env
+
+log = logging.getLogger("slipway.predictor")
+
+
+class SlipwayModel(Model):  # type: ignore[misc]
+    """A run directory's TorchScript behind KServe's v1 and v2 protocols (and gRPC, when enabled)."""
+
+    def __init__(self, name: str, settings: Settings) -> None:
+        super().__init__(name)
+        self.settings = settings
+        self._predictor: Predictor | None = None
+
+    @property
+    def predictor(self) -> Predictor:
+        if self._predictor is None:
+            raise RuntimeError(f"model {self.name} is not loaded")
+        return self._predictor
+
+    def load(self) -> bool:
+        s = self.settings
+        loaded = artifact.load(s.model_dir)
+        features = tuple(loaded.manifest.features)
+        lookup: Lookup | None = None
+        key_type: type[int] | type[str] = int
+        if s.feature_service is not None and s.entity_key is not None:
+            online = open_online_features(s.feature_repo, s.feast_config, s.feature_service, s.entity_key, features)
+            lookup, key_type = online, online.key_type()
+        scorer = Scorer(
+            loaded.model,
+            len(features),
+            ModelMetrics(s.model_name, s.revision),
+            lookup,
+            s.max_batch_size,
+            s.max_batch_wait_s,
+        )
+        warm_up(scorer, s.max_batch_size)
+        self._predictor = Predictor(self.name, s.revision, Schema(features, s.entity_key, key_type), scorer)
+        log.info(
+            "loaded %s (revision %s) from %s: %d features%s",
+            s.model_name,
+            s.revision or "-",
+            s.model_dir,
+            len(features),
+            f", online features from {s.feature_service} by {s.entity_key}" if lookup else "",
+        )
+        self.ready = True
+        return True
+
+    async def predict(
+        self, payload: dict[str, Any] | InferRequest | bytes, headers: dict[str, str] | None = None
+    ) -> dict[str, Any] | InferResponse:
+        """KServe's route into the same parsing and scoring as the direct path (see `http`)."""
+        predictor = self.predictor
+        try:
+            if isinstance(payload, InferRequest):
+                instances = parse_v2([_v2_input(i) for i in payload.inputs], predictor.schema)
+            else:
+                if isinstance(payload, bytes | str):
+                    try:
+                        payload = orjson.loads(payload)
+                    except orjson.JSONDecodeError as exc:
+                        raise BadRequest(f"Unrecognized request format: {exc}") from None
+                instances = parse_v1(payload, predictor.schema)
+        except BadRequest as exc:
+            raise InvalidInput(str(exc)) from None
+        probabilities = (await predictor.scorer.score(instances)).tolist()
+        if not isinstance(payload, InferRequest):
+            return {"predictions": probabilities}
+        output = InferOutput(name="predictions", shape=[len(probabilities)], datatype="FP32", data=probabilities)
+        return InferResponse(
+            response_id=payload.id or str(uuid.uuid4()),
+            model_name=self.name,
+            model_version=self.settings.revision or None,
+            infer_outputs=[output],
+        )
+
+
+def _v2_input(inp: Any) -> V2Input:
+    data = inp.data if inp.data is not None else inp.as_numpy().tolist()
+    return V2Input(inp.name, inp.datatype.upper(), tuple(inp.shape), data)
+
+
+def warm_up(scorer: Scorer, max_batch_size: int) -> None:
+    """A few forward passes at batch sizes up to the maximum: TorchScript optimizes on its first calls."""
+    sizes = sorted({1, 2, max(1, max_batch_size // 2), max_batch_size})
+    failures = 0
+    for _ in range(3):
+        for n in sizes:
+            try:
+                scorer.forward(np.zeros((n, scorer.n_features), dtype=np.float32))
+            except Exception:  # a model that fails on some calls still serves the others
+                failures += 1
+    if failures:
+        log.warning("the model failed %d of %d warm-up calls", failures, 3 * len(sizes))
+
+
+def parser() -> argparse.ArgumentParser:
+    """KServe's ModelServer arguments, with Slipway's defaults: no gRPC port, no per-request log lines."""
+    p = argparse.ArgumentParser(
+        prog="python -m pipelines.predictor",
+        parents=[model_server.parser],
+        description="Serve a Slipway run directory with KServe (settings from the environment).",
+    )
+    p.set_defaults(enable_grpc=False, enable_latency_logging=False)
+    p.add_argument(
+        "--direct",
+        default=True,
+        type=lambda text: text.lower() in ("1", "true", "yes"),
+        help="answer plain JSON predict/infer bodies in the middleware (false: through KServe's routes)",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")  # "torch.jit is deprecated"
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")  # KServe's, once per process
+    args, unknown = parser().parse_known_args(argv)
+    if unknown:
+        log.warning("ignoring arguments: %s", " ".join(unknown))
+    if args.workers != 1:
+        print("--workers must be 1: one model process per replica (scale with replicas)", file=sys.stderr)
+        return 2
+    try:
+        settings = from_env(os.environ, args.model_name)
+    except SettingsError as exc:
+        print(f"predictor: {exc}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(settings.torch_threads)
+    server = ModelServer(
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        workers=1,
+        max_threads=args.max_threads,
+        max_asyncio_workers=args.max_asyncio_workers,
+        enable_grpc=args.enable_grpc,
+        enable_docs_url=args.enable_docs_url,
+        enable_latency_logging=args.enable_latency_logging,
+        access_log_format=args.access_log_format,
+        event_loop=args.event_loop,
+        timeout_keep_alive=args.timeout_keep_alive,
+    )
+    if not settings.access_log:  # a log line per request costs more than this model's forward pass
+        logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+        logging.getLogger("kserve.trace").setLevel(logging.WARNING)
+    model = SlipwayModel(args.model_name, settings)
+    try:
+        model.load()
+    except artifact.ArtifactError as exc:
+        print(f"predictor: {exc}", file=sys.stderr)
+        return 1
+    model_server.app.add_middleware(PredictMiddleware, predictor=model.predictor, direct=args.direct)
+    server.start([model])
+    return 0
