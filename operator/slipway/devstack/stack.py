@@ -30,6 +30,22 @@ PID_FILE = "dev.pid"
 NAMESPACE = "ml"
 DEMO_CUSTOMERS = 2000
 DOMAIN = "example.com"
+# What `version: latest` rolls out with in the dev stack: short steps, analysed every 10 s.
+DEMO_CANARY: dict[str, object] = {
+    "type": "Canary",
+    "canary": {
+        "steps": [{"weight": 10, "pause": "20s"}, {"weight": 50, "pause": "20s"}],
+        "analysis": {
+            "interval": "10s",
+            "failureLimit": 1,
+            "metrics": [
+                {"name": "error-rate", "max": 0.05},
+                {"name": "latency-p95", "max": 0.5},
+                {"name": "prediction-mean-shift", "max": 0.15},
+            ],
+        },
+    },
+}
 GATEWAY = "slipway-system/slipway-gateway"
 
 
@@ -89,6 +105,7 @@ class DevStack:
         if self.with_serving:
             self.prometheus.start()
             self._start_serving()
+            self.write_demo_deployment()
 
     def prepare_features(self, data: Path, *extra: str) -> None:
         """Generates the churn data set, registers the Feast repository and fills the online store.
@@ -175,6 +192,32 @@ class DevStack:
         path.write_text(yaml.safe_dump(self.training_run("churn-demo"), sort_keys=False))
         return path
 
+    def model_deployment(
+        self, name: str = "churn", strategy: dict[str, object] | None = None, features: bool = True
+    ) -> dict[str, object]:
+        """A ModelDeployment for the dev stack: its Prometheus, its gateway, `version: latest`."""
+        predictor: dict[str, object] = {"image": "local-dev"}  # the dev stack runs the predictor from the tree
+        if features:
+            predictor["features"] = {"featureService": "churn_v1", "entityKey": "customer_id"}
+        return {
+            "apiVersion": "slipway.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {
+                "model": "churn",
+                "version": "latest",
+                "predictor": predictor,
+                "traffic": "gateway",
+                "prometheus": {"url": self.prometheus_url},
+                "strategy": strategy or DEMO_CANARY,
+            },
+        }
+
+    def write_demo_deployment(self) -> Path:
+        path = self.workdir / "modeldeployment.yaml"
+        path.write_text(yaml.safe_dump(self.model_deployment(features=self.with_training), sort_keys=False))
+        return path
+
     def stop(self) -> None:
         if self.serving and self.serving.poll() is None:
             self.serving.terminate()  # it stops its model servers and nginx
@@ -224,7 +267,9 @@ def up(workdir: Path) -> int:
                 f"  export KUBECONFIG={stack.kubeconfig}\n"
                 f"  export PATH={stack.plane.assets.kubectl.parent}:$PATH   # a kubectl of the API server's version\n"
                 f"  kubectl apply -f {workdir / 'trainingrun.yaml'}        # trains for real on Feast features\n"
+                f"  kubectl apply -f {workdir / 'modeldeployment.yaml'}    # serves each new version as a canary\n"
                 "  kubectl get tr,mv,md,isvc,httproute -n ml -w\n"
+                "  kubectl slipway status churn -n ml --watch              # the rollout, live\n"
                 "  kubectl apply -f tests/manifests/contract.yaml          # the API contract's manifests\n"
                 f"Gateway: {stack.gateway_url}   (Host: <deployment>.<namespace>.{DOMAIN})\n"
                 f"  curl -H 'Host: churn.{NAMESPACE}.{DOMAIN}' {stack.gateway_url}/v1/models/churn:predict \\\n"
