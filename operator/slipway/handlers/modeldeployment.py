@@ -180,8 +180,11 @@ def _rollout_under_way(status: kopf.Status, **_: Any) -> bool:
 
 @kopf.timer(*MODEL_DEPLOYMENTS.ref, interval=TICK_SECONDS, when=_rollout_under_way)
 def tick(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
-    """Time moves a rollout too: pauses end, measurements fall due, deadlines pass."""
-    reconcile_deployment(memo, namespace or "", name, kwargs, full=True)
+    """Time moves a rollout too: pauses end, measurements fall due, deadlines pass.
+
+    Children are applied only when the traffic changed: an idle tick makes no API calls.
+    """
+    reconcile_deployment(memo, namespace or "", name, kwargs, full=False)
 
 
 @kopf.on.event(*INFERENCE_SERVICES.ref, labels={DEPLOYMENT_LABEL: kopf.PRESENT})
