@@ -43,6 +43,7 @@ class LoadGenerator:
         self.interval = workers / rate
         self.workers, self.max_requests, self.max_seconds = workers, max_requests, max_seconds
         self.outcomes: Counter[int] = Counter()  # HTTP status -> count (0: no answer)
+        self.errors: Counter[str] = Counter()  # why there was no answer
         self.latencies: list[float] = []
         self._sent = 0
         self._lock = threading.Lock()
@@ -78,6 +79,35 @@ class LoadGenerator:
             self._sent += 1
             return self._sent
 
+    def _send(self, connection: http.client.HTTPConnection, body: str) -> tuple[http.client.HTTPConnection, int]:
+        """One request; the HTTP status, or 0 when no answer came.
+
+        A kept-alive connection the proxy closed while idle (nginx does on every reload) fails
+        before the request reaches anyone: that one is retried once on a new connection, as
+        HTTP client pools do.
+        """
+        for attempt in (1, 2):
+            try:
+                connection.request("POST", self.path, body, {"Host": self.host, "Content-Type": "application/json"})
+                response = connection.getresponse()
+                response.read()
+                return connection, response.status
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as error:
+                connection.close()
+                connection = http.client.HTTPConnection(*self.address, timeout=10)
+                if attempt == 2:
+                    self._failed(error)
+            except (OSError, http.client.HTTPException) as error:
+                connection.close()
+                connection = http.client.HTTPConnection(*self.address, timeout=10)
+                self._failed(error)
+                break
+        return connection, 0
+
+    def _failed(self, error: Exception) -> None:
+        with self._lock:
+            self.errors[type(error).__name__] += 1
+
     def _run(self, worker: int) -> None:
         connection = http.client.HTTPConnection(*self.address, timeout=10)
         # Workers start staggered so the requests are spread evenly over each interval.
@@ -91,15 +121,7 @@ class LoadGenerator:
                 break
             body = json.dumps({"instances": [self.instances[number % len(self.instances)]]})
             started = time.monotonic()
-            try:
-                connection.request("POST", self.path, body, {"Host": self.host, "Content-Type": "application/json"})
-                response = connection.getresponse()
-                response.read()
-                status = response.status
-            except (OSError, http.client.HTTPException):
-                connection.close()
-                connection = http.client.HTTPConnection(*self.address, timeout=10)
-                status = 0
+            connection, status = self._send(connection, body)
             with self._lock:
                 self.outcomes[status] += 1
                 self.latencies.append(time.monotonic() - started)
