@@ -69,6 +69,7 @@ class Bench:
         self.stack = stack
         self.api = client.CustomObjectsApi(config.new_client_from_config(str(stack.kubeconfig)))
         self.next_version = 1
+        self.breakdown: list[dict[str, Any]] = []  # per faulty canary: to the decision, then to 0% in effect
         self.healthy = make_model(stack.artifacts / "runs" / "healthy")
 
     def register(self, run_dir: Path) -> int:
@@ -138,11 +139,24 @@ class Bench:
             120,
             f"version {version} taking traffic",
         )
-        ended = self.wait(
-            lambda: time.time() if self.weight_in_effect(version) == 0 else None, 120, f"version {version} rolled back"
+        decided = self.wait(
+            lambda: time.time() if self.status().get("rolledBackVersion") == version else None,
+            120,
+            f"version {version} rolled back",
         )
         status = self.status()
+        ended = self.wait(
+            lambda: time.time() if self.weight_in_effect(version) == 0 else None, 120, f"version {version} at 0%"
+        )
         assert status["phase"] in ("Degraded", "RollingBack") and status["rolledBackVersion"] == version, status
+        self.breakdown.append(
+            {
+                "decided_s": round(decided - started, 2),
+                "applied_s": round(ended - decided, 2),
+                "inconclusive": status.get("analysisInconclusive", 0),
+                "failures": status.get("analysisFailures", 0),
+            }
+        )
         return ended - started
 
     def healthy_rollout(self) -> bool:
@@ -177,12 +191,17 @@ def main() -> int:
             times = []
             for index in range(args.faulty):
                 times.append(bench.detection(index))
-                print(f"detection {index + 1}/{args.faulty}: {times[-1]:.2f} s (target {TARGET_S} s)", flush=True)
+                print(
+                    f"detection {index + 1}/{args.faulty}: {times[-1]:.2f} s (target {TARGET_S} s)",
+                    bench.breakdown[-1],
+                    flush=True,
+                )
             outcomes = []
             for index in range(args.healthy):
                 outcomes.append(bench.healthy_rollout())
                 print(f"healthy rollout {index + 1}/{args.healthy}: {'promoted' if outcomes[-1] else 'ROLLED BACK'}")
             traffic = dict(load.snapshot())
+            breakdown = bench.breakdown
     figures = {
         "interval_s": INTERVAL_S,
         "failure_limit": FAILURE_LIMIT,
@@ -192,6 +211,7 @@ def main() -> int:
         "detection_median_s": round(statistics.median(times), 2) if times else None,
         "detection_max_s": round(max(times), 2) if times else None,
         "detection_met": bool(times) and max(times) <= TARGET_S,
+        "detection_breakdown": breakdown,
         "healthy_rollouts": len(outcomes),
         "false_rollbacks": outcomes.count(False),
         "false_rollbacks_met": outcomes.count(False) == 0,

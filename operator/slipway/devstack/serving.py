@@ -233,7 +233,9 @@ class Executor:
             ScrapeTarget(s.address, svc.namespace, svc.name, name)
             for svc in self.services.values()
             for name, s in svc.servers.items()
-            if s.state == kserve.READY
+            # Listed from start-up, not from readiness: Prometheus finds a new target only every
+            # few seconds, and the candidate's first analysis window must already have samples.
+            if s.state in (kserve.STARTING, kserve.READY, kserve.UNREADY)
         ]
         write_targets(self.workdir / TARGETS_FILE, targets)
         self._save_store()
