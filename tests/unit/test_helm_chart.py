@@ -7,6 +7,8 @@ drift from the typed source is test_crds.py's business.
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import subprocess
 from functools import cache
@@ -210,3 +212,21 @@ def test_image_and_replicas_are_values() -> None:
     docs = render("image.repository=registry.local/slipway", "image.tag=dev", "replicas=1")
     assert operator_container(docs)["image"] == "registry.local/slipway:dev"
     assert only(docs, "Deployment")["spec"]["replicas"] == 1
+
+
+def test_grafana_dashboard_only_when_enabled_and_it_queries_metrics_that_exist() -> None:
+    assert not [doc for doc in render() if doc["kind"] == "ConfigMap"]
+    config_map = only(render("grafanaDashboard.enabled=true"), "ConfigMap")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(config_map["data"]["slipway.json"])
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    # Every series a panel reads is one the operator or the predictor exports.
+    import pipelines.predictor.metrics  # noqa: F401  (registers the predictor's metrics)
+    from prometheus_client import REGISTRY
+
+    import slipway.handlers.metrics  # noqa: F401
+
+    exported = set(REGISTRY._names_to_collectors)  # every series name, suffixes included
+    used = {name for expr in exprs for name in re.findall(r"\b(slipway_[a-z_]+)", expr)}
+    assert used and used <= exported, used - exported
+    assert {"slipway_rollout_candidate_weight", "slipway_requests_total", "slipway_training_runs"} <= used

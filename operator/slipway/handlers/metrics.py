@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -26,6 +27,25 @@ ANALYSIS_RESULTS = Gauge(
     "slipway_analysis_value", "The last measured value per analysis metric.", ["namespace", "name", "metric"]
 )
 PHASES = ("Pending", "Stable", "Progressing", "Paused", "RollingBack", "Degraded", "Failed")
+TRAINING_PHASES = ("Pending", "Running", "Succeeded", "Failed")
+TRAINING_RUNS = Gauge("slipway_training_runs", "TrainingRuns the operator sees, by phase.", ["phase"])
+_run_phases: dict[tuple[str, str], str] = {}  # (namespace, name) -> phase, from the watch stream
+
+
+def _count(phase: str) -> int:
+    return sum(1 for p in list(_run_phases.values()) if p == phase)
+
+
+for _phase in TRAINING_PHASES:
+    TRAINING_RUNS.labels(_phase).set_function(functools.partial(_count, _phase))
+
+
+def observe_training_run(namespace: str, name: str, phase: str | None) -> None:
+    """Record a run's phase (None: the run is gone)."""
+    if phase is None:
+        _run_phases.pop((namespace, name), None)
+    else:
+        _run_phases[(namespace, name)] = phase
 
 
 def observe_deployment(namespace: str, name: str, status: ModelDeploymentStatus) -> None:

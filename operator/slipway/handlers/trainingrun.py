@@ -13,7 +13,7 @@ from ..reconcile.conditions import now_rfc3339
 from ..reconcile.status import status_patch
 from ..reconcile.trainingrun import rayjob_outcome, training_status
 from .events import announce, reference
-from .metrics import counted
+from .metrics import counted, observe_training_run
 from .training_finish import finish
 
 FINISHED = ("Succeeded", "Failed")
@@ -106,3 +106,10 @@ def _reason(status: TrainingRunStatus) -> str:
             if cond.type == kind:
                 return cond.reason
     return status.phase
+
+
+@kopf.on.event(*TRAINING_RUNS.ref)
+def count_by_phase(type: str, namespace: str | None, name: str, status: kopf.Status, **_: Any) -> None:
+    """Feeds the slipway_training_runs gauge."""
+    gone = type == "DELETED"
+    observe_training_run(namespace or "", name, None if gone else str(status.get("phase", "Pending")))
