@@ -105,3 +105,56 @@ def write_manifest(artifacts: Path, run: str, auc: float, passed_validation: boo
     )
     (folder / VALIDATION_FILE).write_text(report.model_dump_json(by_alias=True))
     return folder
+
+
+GATEWAY = ("gateway.networking.k8s.io", "v1")
+
+
+def mark_ready(cluster: Cluster, namespace: str, isvc: dict[str, Any]) -> None:
+    """What KServe writes once an InferenceService's predictor is up."""
+    status = {
+        "observedGeneration": isvc["metadata"]["generation"],
+        "url": f"http://{isvc['metadata']['name']}.{namespace}.example.com",
+        "conditions": [{"type": "Ready", "status": "True"}],
+    }
+    cluster.custom.patch_namespaced_custom_object_status(
+        "serving.kserve.io", "v1beta1", namespace, "inferenceservices", isvc["metadata"]["name"], {"status": status}
+    )
+
+
+def accept_route(cluster: Cluster, namespace: str, route: dict[str, Any]) -> None:
+    """What a Gateway writes once an HTTPRoute's weights are in effect."""
+    accepted = {
+        "type": "Accepted",
+        "status": "True",
+        "reason": "Accepted",
+        "message": "",
+        "observedGeneration": route["metadata"]["generation"],
+        "lastTransitionTime": "2026-11-23T00:00:00Z",
+    }
+    parent = {"parentRef": route["spec"]["parentRefs"][0], "controllerName": "test/gateway", "conditions": [accepted]}
+    cluster.custom.patch_namespaced_custom_object_status(
+        *GATEWAY, namespace, "httproutes", route["metadata"]["name"], {"status": {"parents": [parent]}}
+    )
+
+
+def serve_first_version(cluster: Cluster, namespace: str) -> None:
+    """Plays KServe and the Gateway for a deployment's first version until it is in effect."""
+    isvc = wait_for(
+        lambda: next(
+            iter(cluster.custom.list_namespaced_custom_object(*INFERENCE, namespace, "inferenceservices")["items"]),
+            None,
+        ),
+        what="the InferenceService",
+    )
+    mark_ready(cluster, namespace, isvc)
+    route = wait_for(
+        lambda: next(
+            iter(cluster.custom.list_namespaced_custom_object(*GATEWAY, namespace, "httproutes")["items"]), None
+        ),
+        what="the HTTPRoute",
+    )
+    accept_route(cluster, namespace, route)
+
+
+INFERENCE = ("serving.kserve.io", "v1beta1")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import Cluster, contract_manifests, wait_for, write_manifest
+from tests.support import GATEWAY, Cluster, accept_route, contract_manifests, mark_ready, wait_for, write_manifest
 
 pytestmark = pytest.mark.integration
 
@@ -174,39 +174,6 @@ def test_deployment_serves_the_resolved_version_and_lifts_kserve_status(operator
     assert status["observedGeneration"] == md["metadata"]["generation"]
     assert conditions(get(operator, namespace, "modeldeployments", "churn"))["Ready"]["status"] == "True"
     wait_for(lambda: "Promoted" in events_for(operator, namespace, "churn"), what="Promoted event")
-
-
-GATEWAY = ("gateway.networking.k8s.io", "v1")
-
-
-def mark_ready(cluster: Cluster, namespace: str, isvc: dict[str, Any]) -> None:
-    """What KServe writes once the predictor is up."""
-    status = {
-        "observedGeneration": isvc["metadata"]["generation"],
-        "url": f"http://{isvc['metadata']['name']}.{namespace}.example.com",
-        "conditions": [{"type": "Ready", "status": "True"}],
-    }
-    set_status(
-        cluster, namespace, "serving.kserve.io", "v1beta1", "inferenceservices", isvc["metadata"]["name"], status
-    )
-
-
-def accept_route(cluster: Cluster, namespace: str, route: dict[str, Any]) -> None:
-    """What a Gateway writes once the route's weights are in effect."""
-    accepted = {
-        "type": "Accepted",
-        "status": "True",
-        "reason": "Accepted",
-        "message": "",
-        "observedGeneration": route["metadata"]["generation"],
-        "lastTransitionTime": "2026-11-23T00:00:00Z",
-    }
-    parent = {
-        "parentRef": route["spec"]["parentRefs"][0],
-        "controllerName": "example.com/gateway",
-        "conditions": [accepted],
-    }
-    set_status(cluster, namespace, *GATEWAY, "httproutes", route["metadata"]["name"], {"parents": [parent]})
 
 
 def test_missing_model_version_is_a_condition_until_it_appears(operator: Cluster, namespace: str) -> None:

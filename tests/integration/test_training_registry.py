@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from slipway.kube import Kube
-from tests.support import Cluster, contract_manifests, wait_for, write_manifest
+from tests.support import Cluster, contract_manifests, serve_first_version, wait_for, write_manifest
 
 pytestmark = pytest.mark.integration
 
@@ -103,25 +103,7 @@ def test_gate_failure_registers_nothing(operator: Cluster, namespace: str, tmp_p
 def test_must_beat_serving_compares_with_the_served_version(operator: Cluster, namespace: str, tmp_path: Path) -> None:
     write_manifest(tmp_path, RUN, auc=0.85)  # above the minimum, below the served v3's 0.86
     operator.apply(namespace, MV, MD)
-    isvc = wait_for(
-        lambda: operator.custom.list_namespaced_custom_object(
-            "serving.kserve.io", "v1beta1", namespace, "inferenceservices"
-        )["items"],
-        what="the InferenceService",
-    )[0]
-    operator.custom.patch_namespaced_custom_object_status(
-        "serving.kserve.io",
-        "v1beta1",
-        namespace,
-        "inferenceservices",
-        "churn",
-        {
-            "status": {
-                "observedGeneration": isvc["metadata"]["generation"],
-                "conditions": [{"type": "Ready", "status": "True"}],
-            }
-        },
-    )
+    serve_first_version(operator, namespace)
     wait_for(
         lambda: status(operator, namespace, "modeldeployments", "churn").get("stableVersion") == 3, what="serving v3"
     )
