@@ -4,7 +4,7 @@
 #   cert-manager            (KServe's webhook certificates)
 #   kube-prometheus-stack   (Prometheus for rollout analysis and the operator's metrics)
 #   KubeRay operator        (runs the RayJobs that TrainingRuns become)
-#   Gateway API CRDs + Envoy Gateway, a Gateway "slipway" (weighted HTTPRoutes for canaries)
+#   Gateway API CRDs + Envoy Gateway, a Gateway "slipway-gateway" (weighted HTTPRoutes for canaries)
 #   KServe in RawDeployment mode (no Knative; KServe >= 0.19 calls this mode "Standard")
 #   the operator, trainer and predictor images, built with docker and loaded into kind
 #   helm/slipway, with those images
@@ -138,7 +138,7 @@ install_gateway() {
   k wait --for=condition=Available deployment/envoy-gateway -n envoy-gateway-system --timeout=5m
 
   # kind has no load balancer: the proxy's Service is a NodePort that kind-config.yaml maps to
-  # localhost:8080. Slipway's HTTPRoutes attach to the Gateway "slipway" in slipway-system.
+  # localhost:8080. Slipway's HTTPRoutes attach to the Gateway "slipway-gateway" in slipway-system.
   namespace "$SLIPWAY_NAMESPACE"
   k apply -f - <<EOF
 apiVersion: gateway.envoyproxy.io/v1alpha1
@@ -175,7 +175,7 @@ spec:
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata:
-  name: slipway
+  name: slipway-gateway   # the chart's traffic.gateway default
   namespace: ${SLIPWAY_NAMESPACE}
 spec:
   gatewayClassName: slipway
@@ -187,7 +187,7 @@ spec:
         namespaces:
           from: All
 EOF
-  k wait --for=condition=Programmed gateway/slipway -n "$SLIPWAY_NAMESPACE" --timeout=5m
+  k wait --for=condition=Programmed gateway/slipway-gateway -n "$SLIPWAY_NAMESPACE" --timeout=5m
 }
 
 install_kserve() {

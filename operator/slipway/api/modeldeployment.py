@@ -174,6 +174,8 @@ class Strategy(ApiModel):
 
 
 class ModelDeploymentSpec(ApiModel):
+    """Which model to serve, on which predictor, and how a new version of it is rolled out."""
+
     model: str = Field(
         description="Model name (a DNS-1123 label) whose ModelVersions are served.",
         max_length=63,
