@@ -132,8 +132,12 @@ def test_failures_retry_up_to_the_backoff_limit_across_restarts(
     operator.apply(namespace, run_with_artifacts(tmp_path, backoffLimit=2))
     wait_phase(operator, namespace, RUN, "Pending")
     finish_job(operator, namespace, f"{RUN}-0", succeeded=False, message="worker OOMKilled")
-    wait_for(lambda: status(operator, namespace, "trainingruns", RUN).get("attempt") == 1, what="attempt 1")
+    retrying = wait_for(
+        lambda: (s := status(operator, namespace, "trainingruns", RUN)).get("attempt") == 1 and s, what="attempt 1"
+    )
     assert rayjob_names(operator, namespace) == [f"{RUN}-0", f"{RUN}-1"]
+    failed = {c["type"]: c for c in retrying["conditions"]}["Failed"]
+    assert (retrying["phase"], failed["status"], failed["reason"]) == ("Pending", "False", "Retrying")
     assert operator.operator is not None
     operator.operator.kill()  # the retry count lives in status, not in the operator
     operator.start_operator()

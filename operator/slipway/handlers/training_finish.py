@@ -70,6 +70,8 @@ def finish(
         conditions = set_condition(
             conditions, "Complete", "False", reasons.RETRYING, judgement.message, generation, now
         )
+        # The attempt that failed is history now; the run as a whole has not failed.
+        conditions = set_condition(conditions, "Failed", "False", reasons.RETRYING, judgement.message, generation, now)
         return lifted.model_copy(
             update={
                 **update,
