@@ -386,6 +386,30 @@ class Nginx:
             streak = streak + 1 if self.served_version() == version else 0
             if streak == 0:
                 time.sleep(0.05)
+        # Until the old workers have exited: one still finishing its connections may accept a
+        # fresh one in the meantime and route it by the old weights.
+        while self._old_workers():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nginx's old workers did not exit within {timeout}s")
+            time.sleep(0.05)
+
+    def _old_workers(self) -> int:
+        """nginx workers of this master still shutting down (they retitle themselves so)."""
+        if self.proc is None:
+            return 0
+        count = 0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue  # gone meanwhile
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            if parent == self.proc.pid and "shutting down" in title:
+                count += 1
+        return count
 
     def served_version(self) -> str | None:
         try:
