@@ -24,18 +24,23 @@ controlplane: $(STAMP) ## build etcd, kube-apiserver and kubectl once into ~/.ca
 dev: $(STAMP) ## run the dev stack (control plane + CRDs + operator) until Ctrl-C
 	$(BIN)/slipway dev up
 
+demo: $(STAMP) controlplane ## the whole platform in a few minutes (`slipway demo`): train, canary, rollback, timeline
+	$(BIN)/slipway demo
+
 dev-down: $(STAMP) ## stop a dev stack running elsewhere
 	$(BIN)/slipway dev down
 
-crds: $(STAMP) ## regenerate crds/ and the chart's CRDs from operator/slipway/api
+crds: $(STAMP) ## regenerate crds/, the chart's CRDs and docs/api.md from operator/slipway/api
 	$(BIN)/slipway crds
+	$(BIN)/slipway docs
 
-lint: $(STAMP) ## ruff, mypy --strict, import layers, CRD drift
+lint: $(STAMP) ## ruff, mypy --strict, import layers, CRD and API-doc drift
 	$(BIN)/ruff check operator tests bench
 	$(BIN)/ruff format --check operator tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/slipway crds --check
+	$(BIN)/slipway docs --check
 
 unit: $(STAMP) ## unit tests only (no servers)
 	$(BIN)/pytest tests/unit
@@ -58,4 +63,4 @@ bench: $(STAMP) controlplane ## the benchmarks (operator scale, training, servin
 clean: ## remove the venv and dev-stack state (keeps the ~/.cache build)
 	rm -rf $(VENV) .dev .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help venv controlplane dev dev-down crds lint unit integration e2e test bench clean
+.PHONY: help venv controlplane dev demo dev-down crds lint unit integration e2e test bench clean

@@ -1,4 +1,4 @@
-"""`slipway`: generate CRDs, run the operator, run the dev stack."""
+"""`slipway`: generate CRDs, run the operator, run the dev stack, play the demo."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..api.crds import rendered_files
+from ..api.docs import DEFAULT_API_MD, write_api_md
 
 DEFAULT_CRD_DIRS = ("crds", "helm/slipway/crds")
 
@@ -51,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     crds.add_argument("--check", action="store_true", help="fail if the committed YAML drifts from the source")
     crds.add_argument("dirs", nargs="*", type=Path, default=[Path(d) for d in DEFAULT_CRD_DIRS])
 
+    docs = commands.add_parser("docs", help="write docs/api.md (the API reference) from the typed API source")
+    docs.add_argument("--check", action="store_true", help="fail if the committed page drifts from the source")
+    docs.add_argument("path", nargs="?", type=Path, default=Path(DEFAULT_API_MD))
+
     op = commands.add_parser("operator", help="run the operator (as in a pod)")
     op.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     op.add_argument("--namespace", action="append", default=[], help="watch only these namespaces")
@@ -63,15 +68,34 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("controlplane", help="build (once) and print the control-plane binaries")
 
+    demo = commands.add_parser(
+        "demo",
+        help="the whole platform in a few minutes: train, serve, canary promoted, faulty version rolled back",
+    )
+    demo.add_argument("--workdir", type=Path, default=Path(".dev"), help="the demo runs in <workdir>/demo")
+    demo.add_argument(
+        "--keep",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep the stack up after the summary until Ctrl-C (default: when run from a terminal)",
+    )
+
     args = parser.parse_args(argv)
     if args.command == "crds":
         return write_crds(args.dirs, args.check)
+    if args.command == "docs":
+        return write_api_md(args.path, args.check)
     if args.command == "operator":
         return run_operator(args.liveness, args.namespace)
     if args.command == "dev":
         from ..devstack import stack
 
         return stack.up(args.workdir) if args.dev_command == "up" else stack.down(args.workdir)
+    if args.command == "demo":
+        from ..devstack import demo as demo_module
+        from .plugin import render_status
+
+        return demo_module.run(args.workdir, keep=args.keep, render=render_status)
     if args.command == "controlplane":
         from ..controlplane import find_assets
 

@@ -1,0 +1,317 @@
+"""The demo's rollout timeline: samples of a ModelDeployment's rollout -> a PNG and an HTML page.
+
+A sample holds, per model version (the predictor's `revision` label), the traffic weight the
+ModelDeployment's status gives it and what Prometheus measured over the last few seconds: error
+rate, p95 latency and mean prediction. Everything here but `render_png` (matplotlib) is plain
+Python: the queries, parsing Prometheus's answers, the series, and the HTML page with its chart as
+inline SVG, so the page needs nothing but a browser.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# One colour per version, in order (matplotlib's tab10, so the PNG and the page agree).
+COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+
+
+@dataclass(frozen=True)
+class Sample:
+    t: float  # seconds since the recording began
+    phase: str = ""
+    step: int | None = None
+    weights: dict[int, int] = field(default_factory=dict)  # version -> traffic percent
+    error_rate: dict[int, float] = field(default_factory=dict)  # version -> failed share of requests
+    latency_p95: dict[int, float] = field(default_factory=dict)  # version -> seconds
+    prediction_mean: dict[int, float] = field(default_factory=dict)  # version -> mean probability
+
+
+@dataclass(frozen=True)
+class Event:
+    t: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Panel:
+    key: str  # the Sample field
+    title: str
+    unit: str
+    floor: float  # the y axis reaches at least this high, so small noise does not fill the panel
+
+
+PANELS = (
+    Panel("weights", "traffic weight", "%", 100.0),
+    Panel("error_rate", "error rate", "share", 0.05),
+    Panel("latency_p95", "latency p95", "s", 0.05),
+    Panel("prediction_mean", "prediction mean", "probability", 0.5),
+)
+
+
+def queries(namespace: str, model: str, window: str = "10s") -> dict[str, str]:
+    """PromQL giving one value per revision, as the operator's analysis computes them."""
+    selector = f'namespace="{namespace}",model="{model}"'
+
+    def rate(metric: str, extra: str = "") -> str:
+        labels = selector + (f",{extra}" if extra else "")
+        return f"sum by (revision) (rate({metric}{{{labels}}}[{window}]))"
+
+    return {
+        "requests": rate("slipway_requests_total"),
+        "errors": rate("slipway_requests_total", 'outcome="server_error"'),
+        "latency_p95": "histogram_quantile(0.95, sum by (revision, le) "
+        f"(rate(slipway_request_duration_seconds_bucket{{{selector}}}[{window}])))",
+        "prediction_mean": f"{rate('slipway_prediction_value_sum')} / {rate('slipway_prediction_value_count')}",
+    }
+
+
+def by_revision(result: Iterable[Mapping[str, Any]]) -> dict[int, float]:
+    """An instant vector as {version: value}; series without a numeric revision or value are left out."""
+    values: dict[int, float] = {}
+    for series in result:
+        try:
+            version = int(series["metric"]["revision"])
+            value = float(series["value"][1])
+        except (KeyError, IndexError, TypeError, ValueError):
+            continue
+        if math.isfinite(value):
+            values[version] = value
+    return values
+
+
+def measure(answers: Mapping[str, Iterable[Mapping[str, Any]]]) -> dict[str, dict[int, float]]:
+    """The Sample fields from the answers to `queries()`: a version with no requests has no values."""
+    requests, errors = by_revision(answers.get("requests", [])), by_revision(answers.get("errors", []))
+    serving = {v for v, rate in requests.items() if rate > 0}
+    return {
+        "error_rate": {v: errors.get(v, 0.0) / requests[v] for v in sorted(serving)},
+        "latency_p95": {v: x for v, x in by_revision(answers.get("latency_p95", [])).items() if v in serving},
+        "prediction_mean": {v: x for v, x in by_revision(answers.get("prediction_mean", [])).items() if v in serving},
+    }
+
+
+def weights(status: Mapping[str, Any]) -> dict[int, int]:
+    """Traffic per version from a ModelDeployment's status (stable, candidate; rolled back at 0)."""
+    stable, candidate = status.get("stableVersion"), status.get("candidateVersion")
+    canary = int(status.get("canaryWeight") or 0) if candidate is not None else 0
+    result: dict[int, int] = {}
+    for version in (status.get("rolledBackVersion"), status.get("previousVersion")):
+        if version is not None:
+            result[int(version)] = 0
+    if stable is not None:
+        result[int(stable)] = 100 - canary
+    if candidate is not None:
+        result[int(candidate)] = canary
+    return result
+
+
+def versions(samples: Sequence[Sample]) -> list[int]:
+    found: set[int] = set()
+    for sample in samples:
+        for key in ("weights", "error_rate", "latency_p95", "prediction_mean"):
+            found.update(getattr(sample, key))
+    return sorted(found)
+
+
+def series(samples: Sequence[Sample], key: str) -> dict[int, list[tuple[float, float | None]]]:
+    """Per version, (t, value) from the version's first appearance on; None where it had no value.
+
+    Weights are 0 once a version has appeared and left the status: no traffic is a value too.
+    """
+    out: dict[int, list[tuple[float, float | None]]] = {}
+    for sample in samples:
+        values: dict[int, float] = {v: float(x) for v, x in getattr(sample, key).items()}
+        for version in sorted(set(out) | set(values)):
+            value = values.get(version, 0.0 if key == "weights" else None)
+            out.setdefault(version, []).append((sample.t, value))
+    return out
+
+
+def colour(version: int, all_versions: Sequence[int]) -> str:
+    return COLOURS[all_versions.index(version) % len(COLOURS)] if version in all_versions else COLOURS[-1]
+
+
+def _segments(points: Sequence[tuple[float, float | None]]) -> list[list[tuple[float, float]]]:
+    """Runs of consecutive points with values (a gap breaks the line)."""
+    runs: list[list[tuple[float, float]]] = [[]]
+    for t, value in points:
+        if value is None:
+            if runs[-1]:
+                runs.append([])
+        else:
+            runs[-1].append((t, value))
+    return [run for run in runs if run]
+
+
+def _steps(run: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """A weight holds until the next sample: a staircase, not a ramp."""
+    out: list[tuple[float, float]] = []
+    for t, value in run:
+        if out and out[-1][1] != value:
+            out.append((t, out[-1][1]))
+        out.append((t, value))
+    return out
+
+
+def _top(panel: Panel, data: Mapping[int, Sequence[tuple[float, float | None]]]) -> float:
+    highest = max((v for points in data.values() for _, v in points if v is not None), default=0.0)
+    return panel.floor if panel.key == "weights" else max(panel.floor, highest * 1.1)
+
+
+def render_svg(samples: Sequence[Sample], events: Sequence[Event], width: int = 960) -> str:
+    """The four panels as one SVG: a polyline per version and panel, dashed lines at the events."""
+    left, right, height, gap, top_margin = 70, 20, 150, 40, 30
+    plot_w = width - left - right
+    total_h = top_margin + len(PANELS) * (height + gap)
+    t_end = max((s.t for s in samples), default=1.0) or 1.0
+    all_versions = versions(samples)
+
+    def x(t: float) -> float:
+        return left + plot_w * t / t_end
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{total_h}" '
+        f'viewBox="0 0 {width} {total_h}" font-family="sans-serif" font-size="11">'
+    ]
+    for index, version in enumerate(all_versions):
+        parts.append(
+            f'<text x="{left + index * 90}" y="16" fill="{colour(version, all_versions)}" '
+            f'font-weight="bold">&#9632; version {version}</text>'
+        )
+    for number, panel in enumerate(PANELS):
+        y0 = top_margin + number * (height + gap)
+        data = series(samples, panel.key)
+        top = _top(panel, data)
+
+        def y(value: float, y0: float = y0, top: float = top) -> float:
+            return y0 + height * (0.97 - 0.94 * min(value, top) / top)  # a line at 0 or the top stays visible
+
+        parts.append(f'<g class="panel" id="panel-{panel.key}">')
+        parts.append(f'<rect x="{left}" y="{y0}" width="{plot_w}" height="{height}" fill="none" stroke="#999"/>')
+        parts.append(f'<text x="{left}" y="{y0 - 6}" font-weight="bold">{panel.title} ({panel.unit})</text>')
+        for fraction in (0.0, 0.5, 1.0):
+            value = top * fraction
+            parts.append(
+                f'<text x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{value:.3g}</text>'
+                f'<line x1="{left}" x2="{left + plot_w}" y1="{y(value):.1f}" y2="{y(value):.1f}" stroke="#eee"/>'
+            )
+        for version, points in data.items():
+            for run in _segments(points):
+                if panel.key == "weights":
+                    run = _steps(run)
+                coords = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in run)
+                parts.append(
+                    f'<polyline class="series" data-version="{version}" data-metric="{panel.key}" fill="none" '
+                    f'stroke="{colour(version, all_versions)}" stroke-width="2" points="{coords}"/>'
+                )
+        for event in events:
+            parts.append(
+                f'<line x1="{x(event.t):.1f}" x2="{x(event.t):.1f}" y1="{y0}" y2="{y0 + height}" '
+                'stroke="#555" stroke-dasharray="3,3"/>'
+            )
+        parts.append("</g>")
+    axis_y = top_margin + len(PANELS) * (height + gap) - gap + 16
+    for fraction in (0.0, 0.25, 0.5, 0.75, 1.0):
+        t = t_end * fraction
+        parts.append(f'<text x="{x(t):.1f}" y="{axis_y}" text-anchor="middle">{t:.0f} s</text>')
+    for index, event in enumerate(events):
+        label_y = top_margin + 12 + (index % 4) * 12  # staggered, so neighbours do not overlap
+        parts.append(f'<text x="{x(event.t) + 3:.1f}" y="{label_y}" fill="#333">{html.escape(event.text)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def render_html(samples: Sequence[Sample], events: Sequence[Event], title: str = "Slipway rollout timeline") -> str:
+    """A self-contained page: the chart (inline SVG), the events, and the samples as JSON."""
+    rows = "\n".join(f"<tr><td>{event.t:.0f} s</td><td>{html.escape(event.text)}</td></tr>" for event in events)
+    data = json.dumps(
+        {"samples": [asdict(s) for s in samples], "events": [asdict(e) for e in events]}, separators=(",", ":")
+    ).replace("</", "<\\/")
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td{padding:2px 12px;border-bottom:1px solid #ddd}</style></head><body>\n"
+        f"<h1>{html.escape(title)}</h1>\n"
+        "<p>Per model version: the traffic weight the ModelDeployment gave it, and what Prometheus measured "
+        "over the last seconds (error rate, latency p95, mean prediction). Dashed lines mark the events below.</p>\n"
+        f"{render_svg(samples, events)}\n"
+        f"<h2>Events</h2>\n<table>\n{rows}\n</table>\n"
+        f'<script type="application/json" id="timeline-data">{data}</script>\n'
+        "</body></html>\n"
+    )
+
+
+def render_png(samples: Sequence[Sample], events: Sequence[Event], path: Path, title: str = "") -> None:
+    """The same four panels with matplotlib (headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    all_versions = versions(samples)
+    figure, axes = plt.subplots(len(PANELS), 1, sharex=True, figsize=(11, 2.4 * len(PANELS)), squeeze=False)
+    for axis, panel in zip(axes[:, 0], PANELS, strict=True):
+        data = series(samples, panel.key)
+        for version, points in data.items():
+            values = [math.nan if v is None else v for _, v in points]
+            axis.plot(
+                [t for t, _ in points],
+                values,
+                color=colour(version, all_versions),
+                label=f"v{version}",
+                drawstyle="steps-post" if panel.key == "weights" else "default",
+            )
+        axis.set_ylabel(f"{panel.title}\n({panel.unit})")
+        top = _top(panel, data)
+        axis.set_ylim(-0.03 * top, 1.05 * top)  # a line at 0 or at the top stays visible
+        axis.grid(alpha=0.3)
+        for event in events:
+            axis.axvline(event.t, color="#555", linestyle="--", linewidth=0.8)
+    first = axes[0, 0]
+    for index, event in enumerate(events):
+        first.annotate(
+            event.text,
+            (event.t, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(3, -10 - 10 * (index % 4)),
+            textcoords="offset points",
+            fontsize=7,
+        )
+    if all_versions:
+        first.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    axes[-1, 0].set_xlabel("seconds since the deployment was created")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def write(
+    folder: Path,
+    samples: Sequence[Sample],
+    events: Sequence[Event],
+    title: str = "Slipway rollout timeline",
+    png: Callable[[Sequence[Sample], Sequence[Event], Path, str], None] = render_png,
+) -> list[Path]:
+    """timeline.html and timeline.json, and timeline.png when matplotlib is installed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    page = folder / "timeline.html"
+    page.write_text(render_html(samples, events, title))
+    raw = folder / "timeline.json"
+    raw.write_text(json.dumps({"samples": [asdict(s) for s in samples], "events": [asdict(e) for e in events]}))
+    written = [page, raw]
+    try:
+        png(samples, events, folder / "timeline.png", title)
+        written.insert(0, folder / "timeline.png")
+    except ImportError:
+        pass  # the page has the same chart; matplotlib comes with the dev extra
+    return written
