@@ -184,7 +184,7 @@ def test_plugin_pauses_resumes_aborts_retries_and_promotes(
     assert slipway(operator, namespace, "pause", "churn").returncode == 0
     paused = until(operator, namespace, "paused", phase="Paused")
     assert paused["reason"] == "Paused" and paused["step"] == 0
-    view = slipway(operator, namespace, "status", "churn")
+    view = slipway(operator, namespace, "status", "churn", "-n", namespace)  # -n after the command too
     assert view.returncode == 0 and "phase:     Paused" in view.stdout and "> 0: weight 10%" in view.stdout, view.stdout
     assert slipway(operator, namespace, "resume", "churn").returncode == 0
     until(operator, namespace, "resumed to step 1", phase="Progressing", step=1)

@@ -94,13 +94,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kubectl slipway", description=__doc__)
     parser.add_argument("-n", "--namespace", default=None, help="namespace (default: the kubeconfig's)")
     parser.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    # `-n` is accepted after the command too (kubectl's own habit): `kubectl slipway status NAME -n ml`.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-n", "--namespace", default=argparse.SUPPRESS, help="namespace")
     commands = parser.add_subparsers(dest="command", required=True)
-    status = commands.add_parser("status", help="show a ModelDeployment's rollout")
+    status = commands.add_parser("status", help="show a ModelDeployment's rollout", parents=[common])
     status.add_argument("name")
     status.add_argument("-w", "--watch", action="store_true", help="refresh until interrupted")
     status.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes with --watch")
     for action, text in ACTIONS.items():
-        commands.add_parser(action, help=text).add_argument("name")
+        commands.add_parser(action, help=text, parents=[common]).add_argument("name")
     args = parser.parse_args(argv)
 
     config.load_kube_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]

@@ -315,10 +315,6 @@ class Demo:
     def play(self) -> None:
         with self.stage("start the dev stack (control plane, operator, Ray, Feast data, nginx, Prometheus)"):
             self.console.line("the first run builds etcd, kube-apiserver and kubectl and fetches nginx and Prometheus")
-            # DevStack.prepare_features imports the repository's feature_repo, which a console script
-            # (`slipway`, whose sys.path starts at .venv/bin) does not see.
-            if str(REPO_ROOT) not in sys.path:
-                sys.path.append(str(REPO_ROOT))
             with self.console.ticking("starting the dev stack"), children_output(self.folder / "start.log"):
                 self._stack = DevStack(self.folder)
                 self._stack.start()

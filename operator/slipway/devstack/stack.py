@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 
@@ -29,6 +29,7 @@ from .serving import GATEWAY_URL_FILE
 PID_FILE = "dev.pid"
 NAMESPACE = "ml"
 DEMO_CUSTOMERS = 2000
+DATA_START, DATA_DAYS = datetime(2025, 1, 1, tzinfo=UTC), 180  # the generated data's time range
 DOMAIN = "example.com"
 # What `version: latest` rolls out with in the dev stack: short steps, analysed every 10 s.
 DEMO_CANARY: dict[str, object] = {
@@ -114,14 +115,15 @@ class DevStack:
         billing (monthly) rows in them, and the online store keeps only the latest row anyway.
         """
         env = {**os.environ, "SLIPWAY_FEAST_DATA": str(data)}
+        # The data's range is set here (not imported from feature_repo, which the `slipway` console
+        # script cannot import), so the materialized window is known; `extra` may override it.
         generate = [sys.executable, "-m", "feature_repo.generate", "--out", str(data)]
+        generate += ["--start", DATA_START.date().isoformat(), "--days", str(DATA_DAYS)]
         subprocess.run(
             [*generate, "--customers", str(DEMO_CUSTOMERS), "--seed", "7", *extra], cwd=REPO_ROOT, env=env, check=True
         )
         subprocess.run([sys.executable, "-m", "feature_repo.store", "apply"], cwd=REPO_ROOT, env=env, check=True)
-        from feature_repo.generate import DEFAULT_DAYS, DEFAULT_START  # the repository's, not the package's
-
-        end = DEFAULT_START + timedelta(days=DEFAULT_DAYS + 1)
+        end = DATA_START + timedelta(days=DATA_DAYS + 1)
         window = ["--start", (end - timedelta(days=61)).isoformat(), "--end", end.isoformat(), "--window-days", "31"]
         materialize = [sys.executable, "-m", "feature_repo.store", "materialize", *window]
         subprocess.run(materialize, cwd=REPO_ROOT, env=env, check=True)
