@@ -10,15 +10,19 @@ import pytest
 
 from slipway.controlplane import ControlPlane
 from slipway.devstack.cluster import install_crds
-from tests.support import Cluster
+from tests.support import OPERATOR_USER, Cluster
 
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     workdir = tmp_path_factory.mktemp("controlplane")
-    with ControlPlane(workdir / "plane") as plane:
+    # The operator runs as the chart's ServiceAccount with the chart's RBAC: a rule it lacks fails
+    # the tests that need it (test_rbac.py also fails on rules it never uses).
+    with ControlPlane(workdir / "plane", users=[OPERATOR_USER]) as plane:
         install_crds(plane.assets.kubectl, plane.kubeconfig, workdir)
-        yield Cluster(plane, workdir)
+        cluster = Cluster(plane, workdir)
+        cluster.grant_operator_chart_rbac()
+        yield cluster
 
 
 @pytest.fixture(scope="session")

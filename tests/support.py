@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 import itertools
 import subprocess
+import threading
 import time
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,11 +16,19 @@ import yaml
 from kubernetes import client, config
 
 from slipway.controlplane import ControlPlane
+from slipway.controlplane.helm import helm_binary
 from slipway.controlplane.server import free_port
 from slipway.devstack.cluster import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT = REPO / "tests" / "manifests" / "contract.yaml"
+CHART = REPO / "helm" / "slipway"
+RELEASE, RELEASE_NAMESPACE = "slipway", "slipway-system"
+# Who the chart's ServiceAccount is to the API server (the RBAC subject of its ClusterRoleBinding).
+OPERATOR_USER = f"system:serviceaccount:{RELEASE_NAMESPACE}:{RELEASE}"
+# Pinned so rendering does not depend on which Kubernetes the helm binary was built for; the kind
+# node image's version (kind-config.yaml).
+KUBE_VERSION = "1.35.8"
 T = TypeVar("T")
 
 
@@ -32,6 +42,21 @@ def wait_for(probe: Callable[[], T | None], timeout: float = 30, interval: float
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or probe.__name__}; last: {last!r}")
+
+
+def run_helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(helm_binary()), *args], capture_output=True, text=True, timeout=300, check=False)
+
+
+@cache
+def render_chart(*sets: str) -> tuple[dict[str, Any], ...]:
+    """`helm template` of the chart as release `slipway` in slipway-system, with `--set`s."""
+    args = ["template", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE, "--kube-version", KUBE_VERSION]
+    for value in sets:
+        args += ["--set", value]
+    result = run_helm(*args)
+    assert result.returncode == 0, f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
 
 
 def contract_manifests() -> list[dict[str, Any]]:
@@ -70,15 +95,24 @@ class Cluster:
             result = self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(obj))
             assert result.returncode == 0, result.stderr
 
-    def start_operator(self) -> OperatorProcess:
+    def grant_operator_chart_rbac(self) -> None:
+        """The chart's ClusterRole and binding, so the operator runs with exactly what it is given."""
+        rbac = [doc for doc in render_chart() if doc["kind"] in {"ClusterRole", "ClusterRoleBinding"}]
+        result = self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(rbac))
+        assert result.returncode == 0, result.stderr
+
+    def start_operator(self, *namespaces: str) -> OperatorProcess:
+        """`slipway operator` (watching `namespaces`, else cluster-wide), as the chart's ServiceAccount
+        when the control plane knows that identity, else as admin."""
         log = self.workdir / f"operator-{next(self._log_index)}.log"
         self.liveness_url = f"http://127.0.0.1:{free_port()}/healthz"
         self.metrics_url = f"http://127.0.0.1:{free_port()}/metrics"
+        identity = OPERATOR_USER in self.plane.users
         self.operator = OperatorProcess(
-            self.kubeconfig,
+            self.plane.kubeconfig_for(OPERATOR_USER) if identity else self.kubeconfig,
             log,
             env={"SLIPWAY_METRICS_PORT": self.metrics_url.split(":")[2].split("/")[0]},
-            args=["--liveness", self.liveness_url],
+            args=["--liveness", self.liveness_url, *(arg for ns in namespaces for arg in ("--namespace", ns))],
         )
         self.operator.start()
         return self.operator
@@ -158,3 +192,68 @@ def serve_first_version(cluster: Cluster, namespace: str) -> None:
 
 
 INFERENCE = ("serving.kserve.io", "v1beta1")
+
+
+def finish_job(cluster: Cluster, namespace: str, job: str, succeeded: bool, message: str = "") -> None:
+    """What KubeRay writes when the Ray job ends."""
+    body = {
+        "jobStatus": "SUCCEEDED" if succeeded else "FAILED",
+        "jobDeploymentStatus": "Complete" if succeeded else "Failed",
+        "endTime": "2026-11-22T10:00:00Z",
+        "message": message,
+    }
+    cluster.custom.patch_namespaced_custom_object_status("ray.io", "v1", namespace, "rayjobs", job, {"status": body})
+
+
+class Controllers:
+    """KServe and a Gateway, as far as status goes: a thread that answers like they do."""
+
+    def __init__(self, cluster: Cluster, namespace: str) -> None:
+        self.cluster, self.namespace = cluster, namespace
+        self.broken: set[str] = set()  # InferenceServices that never become ready
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.1):
+            try:
+                self._step()
+            except Exception:  # an object deleted under us: look again next round
+                continue
+
+    def _step(self) -> None:
+        api, ns = self.cluster.custom, self.namespace
+        for isvc in api.list_namespaced_custom_object(*INFERENCE, ns, "inferenceservices")["items"]:
+            meta, status = isvc["metadata"], isvc.get("status") or {}
+            if meta["name"] in self.broken or status.get("observedGeneration") == meta["generation"]:
+                continue
+            ready = {"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-23T00:00:00Z"}
+            body = {
+                "observedGeneration": meta["generation"],
+                "url": f"http://{meta['name']}.{ns}",
+                "conditions": [ready],
+            }
+            api.patch_namespaced_custom_object_status(
+                *INFERENCE, ns, "inferenceservices", meta["name"], {"status": body}
+            )
+        for route in api.list_namespaced_custom_object(*GATEWAY, ns, "httproutes")["items"]:
+            meta = route["metadata"]
+            parents = (route.get("status") or {}).get("parents", [])
+            if parents and parents[0]["conditions"][0]["observedGeneration"] == meta["generation"]:
+                continue
+            accepted = {
+                "type": "Accepted",
+                "status": "True",
+                "reason": "Accepted",
+                "message": "",
+                "observedGeneration": meta["generation"],
+                "lastTransitionTime": "2026-11-23T00:00:00Z",
+            }
+            parent = {
+                "parentRef": route["spec"]["parentRefs"][0],
+                "controllerName": "test/gw",
+                "conditions": [accepted],
+            }
+            api.patch_namespaced_custom_object_status(
+                *GATEWAY, ns, "httproutes", meta["name"], {"status": {"parents": [parent]}}
+            )

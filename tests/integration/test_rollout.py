@@ -12,7 +12,6 @@ import copy
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 
 from slipway.controlplane.server import free_port
-from tests.support import Cluster, contract_manifests, wait_for
+from tests.support import Cluster, Controllers, contract_manifests, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -28,58 +27,6 @@ _, MV, MD = contract_manifests()
 KSERVE = ("serving.kserve.io", "v1beta1", "inferenceservices")
 ROUTES = ("gateway.networking.k8s.io", "v1", "httproutes")
 MDS = ("slipway.dev", "v1alpha1", "modeldeployments")
-
-
-class Controllers:
-    """KServe and a Gateway, as far as status goes: a thread that answers like they do."""
-
-    def __init__(self, cluster: Cluster, namespace: str) -> None:
-        self.cluster, self.namespace = cluster, namespace
-        self.broken: set[str] = set()  # InferenceServices that never become ready
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop.wait(0.1):
-            try:
-                self._step()
-            except Exception:  # an object deleted under us: look again next round
-                continue
-
-    def _step(self) -> None:
-        api, ns = self.cluster.custom, self.namespace
-        for isvc in api.list_namespaced_custom_object(*KSERVE[:2], ns, KSERVE[2])["items"]:
-            meta, status = isvc["metadata"], isvc.get("status") or {}
-            if meta["name"] in self.broken or status.get("observedGeneration") == meta["generation"]:
-                continue
-            ready = {"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-23T00:00:00Z"}
-            body = {
-                "observedGeneration": meta["generation"],
-                "url": f"http://{meta['name']}.{ns}",
-                "conditions": [ready],
-            }
-            api.patch_namespaced_custom_object_status(*KSERVE[:2], ns, KSERVE[2], meta["name"], {"status": body})
-        for route in api.list_namespaced_custom_object(*ROUTES[:2], ns, ROUTES[2])["items"]:
-            meta = route["metadata"]
-            parents = (route.get("status") or {}).get("parents", [])
-            if parents and parents[0]["conditions"][0]["observedGeneration"] == meta["generation"]:
-                continue
-            accepted = {
-                "type": "Accepted",
-                "status": "True",
-                "reason": "Accepted",
-                "message": "",
-                "observedGeneration": meta["generation"],
-                "lastTransitionTime": "2026-11-23T00:00:00Z",
-            }
-            parent = {
-                "parentRef": route["spec"]["parentRefs"][0],
-                "controllerName": "test/gw",
-                "conditions": [accepted],
-            }
-            api.patch_namespaced_custom_object_status(
-                *ROUTES[:2], ns, ROUTES[2], meta["name"], {"status": {"parents": [parent]}}
-            )
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from slipway.kube import Kube
-from tests.support import Cluster, contract_manifests, serve_first_version, wait_for, write_manifest
+from tests.support import Cluster, contract_manifests, finish_job, serve_first_version, wait_for, write_manifest
 
 pytestmark = pytest.mark.integration
 
@@ -35,17 +35,6 @@ def status(cluster: Cluster, namespace: str, plural: str, name: str) -> dict[str
 def rayjob_names(cluster: Cluster, namespace: str) -> list[str]:
     items = cluster.custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs")["items"]
     return sorted(i["metadata"]["name"] for i in items)
-
-
-def finish_job(cluster: Cluster, namespace: str, job: str, succeeded: bool, message: str = "") -> None:
-    """What KubeRay writes when the Ray job ends."""
-    body = {
-        "jobStatus": "SUCCEEDED" if succeeded else "FAILED",
-        "jobDeploymentStatus": "Complete" if succeeded else "Failed",
-        "endTime": "2026-11-22T10:00:00Z",
-        "message": message,
-    }
-    cluster.custom.patch_namespaced_custom_object_status("ray.io", "v1", namespace, "rayjobs", job, {"status": body})
 
 
 def wait_phase(cluster: Cluster, namespace: str, name: str, phase: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import ssl
 import subprocess
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +24,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from .assets import Assets, find_assets
 
 STATE_FILE = "controlplane.json"
+# Every request but the admin's (tests and set-up) at Metadata level: who, what, verb, response.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [{"level": "None", "users": ["admin"]}, {"level": "Metadata"}],
+}
 
 
 def free_port() -> int:
@@ -43,10 +51,19 @@ class State:
 class ControlPlane:
     """etcd + kube-apiserver as child processes; a context manager that always stops them."""
 
-    def __init__(self, workdir: Path, assets: Assets | None = None) -> None:
+    def __init__(
+        self, workdir: Path, assets: Assets | None = None, users: Sequence[str] = (), audit: bool = False
+    ) -> None:
+        """`users`: extra identities (e.g. system:serviceaccount:ns:name), each with a kubeconfig of
+        its own (`kubeconfig_for`) and only what RBAC grants it. `audit`: record their requests
+        in `audit_log` (one JSON event per line), to compare what a component calls with what it
+        is granted."""
         self.workdir = workdir
         self.assets = assets or find_assets()
         self.kubeconfig = workdir / "kubeconfig"
+        self.users = list(users)
+        self.audit_log = workdir / "audit.log" if audit else None
+        self._tokens: dict[str, str] = {}
         self.port = 0
         self._procs: list[subprocess.Popen[bytes]] = []
         self._names: dict[int, str] = {}
@@ -84,7 +101,11 @@ class ControlPlane:
             )
         )
         tokens = self.workdir / "tokens.csv"
-        tokens.write_text(f'{token},admin,admin,"system:masters"\n')
+        self._tokens = {user: secrets.token_hex(16) for user in self.users}
+        tokens.write_text(
+            f'{token},admin,admin,"system:masters"\n'
+            + "".join(f"{secret},{user},{user}\n" for user, secret in self._tokens.items())
+        )
         self._spawn(
             "kube-apiserver",
             [
@@ -104,6 +125,7 @@ class ControlPlane:
                 # No controller-manager runs, so nothing would make the default ServiceAccounts.
                 "--disable-admission-plugins=ServiceAccount",
                 "--allow-privileged=true",
+                *self._audit_args(),
                 "--v=0",
             ],
         )
@@ -113,6 +135,29 @@ class ControlPlane:
         (self.workdir / STATE_FILE).write_text(
             json.dumps(asdict(State([p.pid for p in self._procs], self.port, str(self.kubeconfig))))
         )
+
+    def _audit_args(self) -> list[str]:
+        if self.audit_log is None:
+            return []
+        policy = self.workdir / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump(AUDIT_POLICY))
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",  # an event is on disk before its response is sent
+            "--audit-log-maxsize=0",
+        ]
+
+    def kubeconfig_for(self, user: str) -> Path:
+        """A kubeconfig that authenticates as `user` (one of `users`)."""
+        path = self.workdir / f"kubeconfig-{user.replace(':', '-')}"
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        config["users"] = [{"name": user, "user": {"token": self._tokens[user]}}]
+        config["contexts"][0]["context"]["user"] = user
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
 
     def _spawn(self, name: str, argv: list[str]) -> None:
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process

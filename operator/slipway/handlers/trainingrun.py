@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import kopf
@@ -44,27 +45,58 @@ def start(
     status: kopf.Status,
     meta: kopf.Meta,
     body: kopf.Body,
-    patch: kopf.Patch,
     memo: kopf.Memo,
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
-    """Submits the current attempt's RayJob (idempotent: server-side apply, deterministic name)."""
-    with counted(TRAINING_RUNS.kind):
-        run = TrainingRunSpec.model_validate(dict(spec))
-        current = TrainingRunStatus.model_validate(dict(status))
-        if current.phase in FINISHED:
+    """Submits the current attempt's RayJob (idempotent: server-side apply, deterministic name).
+
+    Under the run's lock, and the RayJob's name is written before the lock is let go: a RayJob
+    event that comes in meanwhile (the job may end at once, or have ended while the operator was
+    away) then finds its run's status knowing the job, instead of being dropped as unknown.
+    """
+    ns = namespace or ""
+    owner = reference(body["apiVersion"], body["kind"], namespace, name, meta["uid"])
+    with memo.locks[("run", ns, name)], counted(TRAINING_RUNS.kind):
+        known = memo.written.get(meta["uid"], dict(status))
+        if TrainingRunStatus.model_validate(known).phase in FINISHED:
             return  # never resubmit a finished run (its RayJob may be gone after its TTL)
-        rayjob = build_rayjob(name, namespace or "", run, current.attempt)
+        run = TrainingRunSpec.model_validate(dict(spec))
+        attempt = TrainingRunStatus.model_validate(known).attempt
+        rayjob = build_rayjob(name, ns, run, attempt)
         kopf.adopt(rayjob, owner=body)
         observed = memo.kube.apply(RAY_JOBS, rayjob)
-        if rayjob_outcome(observed.get("status")).phase in FINISHED:
-            return  # the job ended while we were away: its event finishes the run
-        desired = training_status(
-            current, rayjob["metadata"]["name"], observed.get("status"), meta.get("generation"), now_rfc3339()
-        )
-        changes = status_patch(dict(status), desired)
-        if changes:
-            patch.status.update(changes)
+        advance(memo, ns, name, owner, run, known, rayjob["metadata"]["name"], observed, meta.get("generation"), kwargs)
+
+
+def advance(
+    memo: kopf.Memo,
+    namespace: str,
+    run_name: str,
+    owner: kopf.Body,
+    run: TrainingRunSpec,
+    known: dict[str, Any],
+    job_name: str,
+    job: Mapping[str, Any],
+    generation: int | None,
+    indexes: dict[str, Any],
+) -> None:
+    """Writes the run's status from its RayJob `job` (finishing the run when the job ended).
+
+    The caller holds the run's lock; what is written is remembered in memo.written, so the next
+    event under the lock starts from it even before the watch shows it."""
+    current = TrainingRunStatus.model_validate(known)
+    now = now_rfc3339()
+    desired = training_status(current, job_name, job.get("status"), generation, now)
+    outcome = rayjob_outcome(job.get("status"))
+    if outcome.phase in FINISHED:
+        desired = finish(memo, namespace, run_name, owner, run, desired, outcome, indexes, now)
+    changes = status_patch(known, desired)
+    if not changes:
+        return
+    memo.kube.patch_status(TRAINING_RUNS, namespace, run_name, changes)
+    memo.written[owner["metadata"]["uid"]] = desired.model_dump(by_alias=True, exclude_none=True)
+    if desired.phase != current.phase or desired.attempt != current.attempt:
+        announce(owner, desired.phase == "Failed", _reason(desired), desired.message)
 
 
 @kopf.on.event(*RAY_JOBS.ref, labels={TRAINING_RUN_LABEL: kopf.PRESENT})
@@ -79,21 +111,9 @@ def lift_rayjob_status(
         known = memo.written.get(record.owner["metadata"]["uid"], record.status)
         current = TrainingRunStatus.model_validate(known)
         if current.ray_job.name != body["metadata"]["name"] or current.phase in FINISHED:
-            return  # not recorded yet (the create handler writes it), an older attempt, or done
-        now = now_rfc3339()
-        desired = training_status(current, current.ray_job.name, body.get("status"), record.generation, now)
-        outcome = rayjob_outcome(body.get("status"))
-        if outcome.phase in FINISHED:
-            run = TrainingRunSpec.model_validate(record.spec)
-            desired = finish(memo, ns, run_name, record.owner, run, desired, outcome, kwargs, now)
-        changes = status_patch(known, desired)
-        if not changes:
-            return
-        memo.kube.patch_status(TRAINING_RUNS, ns, run_name, changes)
-        memo.written[record.owner["metadata"]["uid"]] = desired.model_dump(by_alias=True, exclude_none=True)
-        if desired.phase != current.phase or desired.attempt != current.attempt:
-            reason = _reason(desired)
-            announce(record.owner, desired.phase == "Failed", reason, desired.message)
+            return  # an older attempt's job, or the run is done
+        run = TrainingRunSpec.model_validate(record.spec)
+        advance(memo, ns, run_name, record.owner, run, known, current.ray_job.name, body, record.generation, kwargs)
 
 
 def _reason(status: TrainingRunStatus) -> str:

@@ -1,0 +1,181 @@
+"""The chart's ClusterRole is exactly what the operator calls: nothing missing, nothing spare.
+
+A control plane of its own records every request of the chart's ServiceAccount (the API server's
+audit log). The operator runs as that account with the chart's RBAC through each path that makes
+API calls: start-up and peering, a TrainingRun that succeeds (RayJob, version counter, ModelVersion)
+and one that fails and retries, a blue-green rollout whose old version is scaled down, a switch
+from gateway to kserve traffic (children deleted), and a namespaced operator. Then the set of
+(group, resource, verb) it used must equal the set the ClusterRole grants, and nothing was refused.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slipway.controlplane import ControlPlane
+from slipway.devstack.cluster import install_crds
+from tests.support import (
+    OPERATOR_USER,
+    Cluster,
+    Controllers,
+    contract_manifests,
+    finish_job,
+    render_chart,
+    wait_for,
+    write_manifest,
+)
+
+pytestmark = pytest.mark.integration
+
+TR, MV, MD = contract_manifests()
+Call = tuple[str, str, str]  # API group ("" for core), resource[/subresource], verb
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    workdir = tmp_path_factory.mktemp("rbac")
+    with ControlPlane(workdir / "plane", users=[OPERATOR_USER], audit=True) as plane:
+        install_crds(plane.assets.kubectl, plane.kubeconfig, workdir)
+        cluster = Cluster(plane, workdir)
+        cluster.grant_operator_chart_rbac()
+        yield cluster
+        if cluster.operator:
+            cluster.operator.stop()
+
+
+def granted() -> set[Call]:
+    (role,) = [doc for doc in render_chart() if doc["kind"] == "ClusterRole"]
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def audit_events(log: Path) -> list[dict[str, Any]]:
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    return [e for e in events if e["user"]["username"] == OPERATOR_USER and "objectRef" in e]
+
+
+def calls(event: dict[str, Any]) -> set[Call]:
+    """What RBAC checked for one request: a server-side apply that made the object (201) is
+    authorized as a patch and as a create."""
+    ref = event["objectRef"]
+    resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+    verbs = {event["verb"]}
+    if event["verb"] == "patch" and event.get("responseStatus", {}).get("code") == 201:
+        verbs.add("create")
+    return {(ref.get("apiGroup", ""), resource, verb) for verb in verbs}
+
+
+def new_namespace(cluster: Cluster, name: str) -> str:
+    cluster.core.create_namespace({"metadata": {"name": name}})
+    return name
+
+
+def training_run(name: str, artifacts: Path, **spec: Any) -> dict[str, Any]:
+    tr = copy.deepcopy(TR)
+    tr["metadata"]["name"] = name
+    tr["spec"]["artifacts"]["uri"] = f"file://{artifacts}/"
+    tr["spec"]["evaluation"]["mustBeatServing"] = False
+    tr["spec"].update(spec)
+    return tr
+
+
+def run_phase(cluster: Cluster, namespace: str, name: str) -> str:
+    tr = cluster.custom.get_namespaced_custom_object("slipway.dev", "v1alpha1", namespace, "trainingruns", name)
+    return str((tr.get("status") or {}).get("phase", ""))
+
+
+def deployment_status(cluster: Cluster, namespace: str) -> dict[str, Any]:
+    md = cluster.custom.get_namespaced_custom_object("slipway.dev", "v1alpha1", namespace, "modeldeployments", "churn")
+    return dict(md.get("status") or {})
+
+
+def children(cluster: Cluster, namespace: str, group: str, version: str, plural: str) -> list[str]:
+    items = cluster.custom.list_namespaced_custom_object(group, version, namespace, plural)["items"]
+    return sorted(item["metadata"]["name"] for item in items)
+
+
+def exercise_training(cluster: Cluster, namespace: str, artifacts: Path) -> None:
+    runs = [training_run(name, artifacts) for name in ("good", "better")]
+    for run in runs:
+        write_manifest(artifacts, run["metadata"]["name"], auc=0.91)
+    cluster.apply(namespace, *runs, training_run("flaky", artifacts, backoffLimit=1))
+    for job in ("good-0", "better-0", "flaky-0"):
+        wait_for(lambda job=job: job in children(cluster, namespace, "ray.io", "v1", "rayjobs"), what=job)
+    finish_job(cluster, namespace, "flaky-0", succeeded=False, message="worker OOMKilled")
+    # Two versions in one namespace: the first makes the version counter, the second updates it.
+    for name in ("good", "better"):
+        finish_job(cluster, namespace, f"{name}-0", succeeded=True)
+        wait_for(lambda name=name: run_phase(cluster, namespace, name) == "Succeeded", what=f"{name} Succeeded")
+    wait_for(lambda: "flaky-1" in children(cluster, namespace, "ray.io", "v1", "rayjobs"), what="the retry")
+    finish_job(cluster, namespace, "flaky-1", succeeded=False, message="worker OOMKilled")
+    wait_for(lambda: run_phase(cluster, namespace, "flaky") == "Failed", what="flaky Failed")
+
+
+def exercise_rollout(cluster: Cluster, namespace: str) -> None:
+    """Blue-green from the registered version 2 to a hand-registered version 3, then kserve traffic."""
+    controllers = Controllers(cluster, namespace)
+    controllers.thread.start()
+    try:
+        md = copy.deepcopy(MD)
+        md["spec"]["version"] = "latest"
+        md["spec"]["strategy"] = {"type": "BlueGreen", "blueGreen": {"scaleDownDelay": "1s"}}
+        cluster.apply(namespace, md)
+        wait_for(lambda: deployment_status(cluster, namespace).get("stableVersion") == 2, what="version 2 stable")
+        mv = copy.deepcopy(MV)
+        mv["metadata"]["name"] = "churn-v3"
+        mv["spec"].update(version=3, uri="s3://models/churn/3/")
+        cluster.apply(namespace, mv)
+        wait_for(
+            lambda: children(cluster, namespace, "serving.kserve.io", "v1beta1", "inferenceservices") == ["churn-v3"],
+            what="version 2 scaled down",
+        )
+        md["spec"]["traffic"] = "kserve"
+        cluster.apply(namespace, md)
+        wait_for(
+            lambda: (
+                children(cluster, namespace, "serving.kserve.io", "v1beta1", "inferenceservices") == ["churn"]
+                and not children(cluster, namespace, "gateway.networking.k8s.io", "v1", "httproutes")
+            ),
+            what="gateway children replaced by one kserve InferenceService",
+        )
+    finally:
+        controllers.stop.set()
+        controllers.thread.join(timeout=5)
+
+
+def test_cluster_role_is_exactly_what_the_operator_calls(audited: Cluster, tmp_path: Path) -> None:
+    cluster = audited
+    cluster.start_operator()
+    training = new_namespace(cluster, "rbac-training")
+    exercise_training(cluster, training, tmp_path)
+    exercise_rollout(cluster, training)  # serves the versions the runs registered
+    assert cluster.operator is not None
+    cluster.operator.stop()
+
+    watched = new_namespace(cluster, "rbac-watched")
+    cluster.start_operator(watched)
+    cluster.apply(watched, training_run("watched", tmp_path))
+    wait_for(lambda: children(cluster, watched, "ray.io", "v1", "rayjobs") == ["watched-0"], what="namespaced run")
+    cluster.operator.stop()
+
+    assert cluster.plane.audit_log is not None
+    events = audit_events(cluster.plane.audit_log)
+    refused = sorted(set().union(*(calls(e) for e in events if e.get("responseStatus", {}).get("code") == 403)))
+    assert not refused, f"the chart's RBAC refused the operator: {refused}"
+    used: set[Call] = set().union(*(calls(e) for e in events))
+    rules = granted()
+    assert used == rules, (
+        f"granted but never used (remove from helm/slipway/templates/clusterrole.yaml): {sorted(rules - used)}\n"
+        f"used but not granted: {sorted(used - rules)}"
+    )
