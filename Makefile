@@ -93,7 +93,16 @@ bench: $(STAMP) controlplane ## the benchmarks (operator scale, training, servin
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/rollout_detection.py
 
+kind-up: ## a kind cluster with KubeRay, KServe, Envoy Gateway, Prometheus, Redis and Slipway (needs Docker)
+	hack/kind-up.sh
+
+kind-test: $(STAMP) ## the dev-stack scenarios against that kind cluster (skipped, with the reason, without one)
+	$(BIN)/pytest tests/kind -rs
+
+kind-down: ## delete the kind cluster
+	hack/kind-down.sh
+
 clean: ## remove the venv and dev-stack state (keeps the ~/.cache build)
 	rm -rf $(VENV) .dev .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help venv lock controlplane dev demo dev-down crds lint unit integration e2e test bench clean
+.PHONY: kind-up kind-test kind-down help venv lock controlplane dev demo dev-down crds lint unit integration e2e test bench clean
