@@ -23,6 +23,14 @@ steadier measure of a server's cost than wall-clock throughput.
 Targets (issue 4): predictor p50 at c=1 <= raw forward p50 + 1 ms; predictor throughput at c=16 >=
 2x stock; Feast enrichment adds (predictor p50 with - without, c=1) <= 3x a raw lookup of the same
 keys (p50).
+
+`--engines` (issue 7) measures the engine as a dimension instead, at concurrency 16 and 64, on a
+model of `--hidden` widths (the pipeline's 64,32 by default; e.g. 512x128 for one whose forward pass
+outweighs the request handling): the predictor with SLIPWAY_ENGINE=kserve (one process; also with
+SLIPWAY_TORCH_THREADS=2), the stock model under KServe with 1 and 2 worker processes (KServe's
+own `--workers`, which the predictor refuses), and the predictor with SLIPWAY_ENGINE=ray-serve and
+2 replicas. Server CPU counts every process of a server (KServe's workers, Ray's replicas and
+services). Target: ray-serve throughput at c=64 >= 1.6x kserve's, with p99 <= 2x kserve's.
 """
 
 from __future__ import annotations
@@ -48,6 +56,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import kserve  # noqa: E402  (module level: `StockModel` must be importable in KServe's worker processes)
+
 MODEL = "churn"
 SERVICE, ENTITY_KEY = "churn_v1", "customer_id"
 DATA_SEED = 7
@@ -57,53 +67,87 @@ CONCURRENCY = (1, 16)
 # --- the stock server (this file run with `stock ...`) ----------------------------------------
 
 
+class StockModel(kserve.Model):  # type: ignore[misc]
+    """A minimal per-request kserve.Model: what a KServe user writes first.
+
+    Module-level and picklable (the TorchScript and the Feast store are reopened after unpickling):
+    KServe's `--workers N` pickles the model into each spawned worker process.
+    """
+
+    def __init__(self, model_dir: str, feast_data: str | None) -> None:
+        super().__init__(MODEL)
+        self.model_dir, self.feast_data = model_dir, feast_data
+        self._open()
+        self.ready = True
+
+    def _open(self) -> None:
+        import torch
+
+        manifest = json.loads((Path(self.model_dir) / "manifest.json").read_text())
+        self.features = manifest["features"]
+        self.net = torch.jit.load(str(Path(self.model_dir) / manifest["modelFile"]))  # type: ignore[no-untyped-call]
+        self.store: Any = None
+        if self.feast_data:
+            from feature_repo import store as fs
+
+            self.store = fs.open_store(fs.REPO_DIR, self.feast_data)
+            self.service = fs.feature_service(self.store, SERVICE)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("net", "store", "service")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._open()
+
+    def predict(self, payload: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
+        import torch
+
+        instances = payload["instances"]
+        if self.store is not None:
+            rows = [{ENTITY_KEY: inst[ENTITY_KEY]} for inst in instances]
+            found = self.store.get_online_features(features=self.service, entity_rows=rows).to_dict()
+            instances = [
+                [float("nan") if found[f][i] is None else found[f][i] for f in self.features] for i in range(len(rows))
+            ]
+        with torch.inference_mode():
+            out = self.net(torch.tensor(instances, dtype=torch.float32))
+        return {"predictions": out.tolist()}
+
+
+def quiet_log_config(path: Path) -> Path:
+    """KServe's logging configuration without the per-request lines, as a file: KServe's worker
+    processes (`--workers`) configure their logging from `--log_config_file`, not from the parent."""
+    from kserve.logging import KSERVE_LOG_CONFIG
+
+    config = json.loads(json.dumps(KSERVE_LOG_CONFIG))
+    for name in ("uvicorn.access", "kserve.trace"):
+        config["loggers"][name]["level"] = "WARNING"
+    path.write_text(json.dumps(config))
+    return path
+
+
 def serve_stock(argv: list[str]) -> None:
-    """A minimal per-request kserve.Model: what a KServe user writes first."""
+    """The stock model under KServe's ModelServer, with `--stock-workers` uvicorn worker processes."""
     p = argparse.ArgumentParser()
     p.add_argument("--stock-port", type=int, required=True)
     p.add_argument("--model-dir", required=True)
     p.add_argument("--feast-data")
     p.add_argument("--quiet", action="store_true")
-    args = p.parse_args(argv)
+    p.add_argument("--stock-workers", type=int, default=1)
+    args, _ = p.parse_known_args(argv)  # KServe reads its own (--log_config_file) from sys.argv
     import logging
 
-    import kserve
-    import torch
-
-    class StockModel(kserve.Model):  # type: ignore[misc]
-        def __init__(self) -> None:
-            super().__init__(MODEL)
-            manifest = json.loads((Path(args.model_dir) / "manifest.json").read_text())
-            self.features = manifest["features"]
-            self.net = torch.jit.load(str(Path(args.model_dir) / manifest["modelFile"]))
-            self.store: Any = None
-            if args.feast_data:
-                from feature_repo import store as fs
-
-                self.store = fs.open_store(fs.REPO_DIR, args.feast_data)
-                self.service = fs.feature_service(self.store, SERVICE)
-            self.ready = True
-
-        def predict(self, payload: dict[str, Any], headers: dict[str, str] | None = None) -> dict[str, Any]:
-            instances = payload["instances"]
-            if self.store is not None:
-                rows = [{ENTITY_KEY: inst[ENTITY_KEY]} for inst in instances]
-                found = self.store.get_online_features(features=self.service, entity_rows=rows).to_dict()
-                instances = [
-                    [float("nan") if found[f][i] is None else found[f][i] for f in self.features]
-                    for i in range(len(rows))
-                ]
-            with torch.inference_mode():
-                out = self.net(torch.tensor(instances, dtype=torch.float32))
-            return {"predictions": out.tolist()}
-
     server = kserve.ModelServer(
-        http_port=args.stock_port, enable_grpc=False, enable_latency_logging=not args.quiet, workers=1
+        http_port=args.stock_port,
+        enable_grpc=False,
+        enable_latency_logging=not args.quiet,
+        workers=args.stock_workers,
     )
     if args.quiet:
         logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
         logging.getLogger("kserve.trace").setLevel(logging.WARNING)
-    server.start([StockModel()])
+    server.start([StockModel(args.model_dir, args.feast_data)])
 
 
 # --- measuring -----------------------------------------------------------------------------------
@@ -219,8 +263,8 @@ def make_data(workdir: Path, customers: int) -> tuple[Path, list[int], Any]:
     return data, keys, online[fs.feature_names(store)].to_numpy(dtype="float32")
 
 
-def make_model(workdir: Path, rows: Any, features: list[str]) -> Path:
-    """The example model: the pipeline's ChurnMLP with its default widths, standardized on the data."""
+def make_model(workdir: Path, rows: Any, features: list[str], hidden: tuple[int, ...] = (64, 32)) -> Path:
+    """The example model: the pipeline's ChurnMLP (default widths 64, 32), standardized on the data."""
     import torch
     from pipelines.churn import model as churn
     from pipelines.predictor import artifact
@@ -229,7 +273,7 @@ def make_model(workdir: Path, rows: Any, features: list[str]) -> Path:
 
     mean, std = churn.standardization(rows)
     torch.manual_seed(0)
-    net = churn.ChurnMLP(len(features), hidden=(64, 32), mean=mean, std=std).eval()
+    net = churn.ChurnMLP(len(features), hidden=hidden, mean=mean, std=std).eval()
     run_dir = workdir / "runs" / "churn-bench"
     artifact.write(str(run_dir), churn.torchscript_bytes(net), Manifest(metrics={}, features=features))
     return run_dir
@@ -269,12 +313,20 @@ class Server:
         raise RuntimeError(f"{self.name} not ready after {timeout}s; see {self.log}")
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time of the server process (all its threads) so far."""
-        import psutil
+        """User + system CPU time so far of the server process (all its threads) and of the processes it
+        started that are still running (KServe's workers, Ray's replicas and services)."""
+        import psutil  # type: ignore[import-untyped]
 
         assert self.process is not None
-        times = psutil.Process(self.process.pid).cpu_times()
-        return float(times.user + times.system)
+        root = psutil.Process(self.process.pid)
+        total = 0.0
+        for process in [root, *root.children(recursive=True)]:
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+        return total
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -324,6 +376,247 @@ def servers(workdir: Path, run_dir: Path, feast: Path) -> Iterator[dict[str, Ser
             server.stop()
 
 
+# --- engines (issue 7): kserve in one process, KServe's own 2 workers, ray-serve with 2 replicas ---
+
+ENGINE_CONCURRENCY = (16, 64)
+KSERVE, RAY_SERVE = "kserve", "ray-serve x2 replicas"
+
+
+@contextmanager
+def engine_servers(workdir: Path, run_dir: Path) -> Iterator[dict[str, Server]]:
+    """The predictor with each engine, and the stock model with 1 and 2 KServe worker processes."""
+    from slipway.controlplane.server import free_port
+
+    quiet = quiet_log_config(workdir / "quiet-logging.json")
+
+    def stock(name: str, workers: int) -> Server:
+        port = free_port()
+        cmd = [
+            sys.executable,
+            __file__,
+            "stock",
+            f"--stock-port={port}",
+            f"--model-dir={run_dir}",
+            "--quiet",
+            f"--stock-workers={workers}",
+            f"--log_config_file={quiet}",
+        ]
+        return Server(name, cmd, {}, f"http://127.0.0.1:{port}", workdir / f"{name.replace(' ', '_')}.log")
+
+    def predictor(name: str, **extra: str) -> Server:
+        port = free_port()
+        env = {"SLIPWAY_MODEL_DIR": str(run_dir), "SLIPWAY_MODEL_VERSION": "1", **extra}
+        cmd = [sys.executable, "-m", "pipelines.predictor", f"--model_name={MODEL}", f"--http_port={port}"]
+        return Server(name, cmd, env, f"http://127.0.0.1:{port}", workdir / f"{name.replace(' ', '_')}.log")
+
+    started = {
+        s.name: s
+        for s in (
+            predictor(KSERVE),
+            predictor("kserve torch-threads=2", SLIPWAY_TORCH_THREADS="2"),
+            stock("stock x1 worker", 1),
+            stock("stock x2 workers", 2),
+            predictor(RAY_SERVE, SLIPWAY_ENGINE="ray-serve", SLIPWAY_RAY_REPLICAS="2"),
+        )
+    }
+    try:
+        for server in started.values():  # one at a time: start-up is CPU-bound on 2 cores
+            server.start()
+            server.wait_ready()
+        yield started
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+def forward_cost(model: Any, rows: Any) -> dict[str, float]:
+    """Mean forward time (ms, 1 torch thread) of one row and of a batch of 64: how heavy the model is."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    out = {}
+    for n in (1, 64):
+        x = torch.from_numpy(np.ascontiguousarray(np.resize(rows, (n, rows.shape[1]))))
+        with torch.inference_mode():
+            for _ in range(5):
+                model(x)
+            calls, began = 0, time.perf_counter()
+            while time.perf_counter() - began < 1.0:
+                model(x)
+                calls += 1
+        out[f"{n} row{'s' if n > 1 else ''}"] = round((time.perf_counter() - began) / calls * 1000, 4)
+    return out
+
+
+def handle_calls(concurrency: tuple[int, ...] = (1, 16), seconds: float = 3.0) -> dict[str, dict[str, float]]:
+    """What one Ray Serve handle call costs, whatever the model: calls/s and p50 of a deployment that
+    returns its argument (a 1x9 float32 array), over Ray's actor calls and over gRPC, with and without
+    `@serve.batch` (2 ms wait), from this process to 2 replicas in a private Ray set up as the
+    predictor's is. Why the ray-serve front batches requests instead of calling per request."""
+    import numpy as np
+
+    os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")  # as the predictor: never a second Ray after shutdown
+    import ray
+    from pipelines.predictor import rayserve
+    from pipelines.predictor.settings import RaySettings
+    from ray import serve
+
+    class Echo:
+        async def plain(self, x: Any) -> Any:
+            return x
+
+        @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
+        async def batched(self, xs: list[Any]) -> list[Any]:
+            return xs
+
+    temp = tempfile.mkdtemp(prefix="slipway-ray-")
+    os.environ.update(rayserve.RAY_PORT_VARIABLES)
+    out: dict[str, dict[str, float]] = {}
+    try:
+        with rayserve._private_ray_processes():
+            ray.init(**rayserve.init_options(RaySettings(replicas=2), temp, 0) | {"log_to_driver": False})
+        serve.start(proxy_location="Disabled")
+        deployment: Any = serve.deployment(
+            num_replicas=2, max_ongoing_requests=64, logging_config={"enable_access_log": False}
+        )
+        actor = serve.run(deployment(Echo).bind(), name="echo", route_prefix=None)
+        grpc = actor.options(_by_reference=False, request_serialization="pickle", response_serialization="pickle")
+        x = np.ones((1, 9), np.float32)
+
+        async def measure(handle: Any, method: str, c: int) -> dict[str, float]:
+            call = getattr(handle, method)
+            latencies: list[float] = []
+            stop = time.perf_counter() + seconds
+
+            async def worker() -> None:
+                while time.perf_counter() < stop:
+                    began = time.perf_counter()
+                    await call.remote(x)
+                    latencies.append(time.perf_counter() - began)
+
+            for _ in range(20):
+                await call.remote(x)
+            began = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(c)))
+            wall = time.perf_counter() - began
+            ordered = sorted(latencies)
+            return {"calls_per_s": round(len(ordered) / wall, 1), "p50_ms": round(1000 * quantile(ordered, 0.5), 3)}
+
+        for transport, handle in (("actor", actor), ("grpc", grpc)):
+            for method in ("plain", "batched"):
+                for c in concurrency:
+                    out[f"{transport} {method} c={c}"] = asyncio.run(measure(handle, method, c))
+    finally:
+        serve.shutdown()  # type: ignore[no-untyped-call]
+        ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
+    return out
+
+
+def hidden_widths(text: str) -> tuple[int, ...]:
+    """`--hidden`: widths separated by commas ("1024,1024"), or WIDTHxDEPTH ("512x128")."""
+    if "x" in text:
+        width, depth = text.split("x")
+        return (int(width),) * int(depth)
+    return tuple(int(h) for h in text.split(","))
+
+
+def engines_main(args: argparse.Namespace) -> int:
+    """`--engines`: throughput and latency at concurrency 16 and 64 by engine (see bench/README.md)."""
+    import orjson
+    import torch
+
+    started_at = datetime.now(UTC)
+    workdir = Path(tempfile.mkdtemp(prefix="slipway-engines-"))
+    began = time.monotonic()
+    hidden = hidden_widths(args.hidden)
+    load: list[dict[str, Any]] = []
+
+    def note_load(when: str) -> None:
+        load.append({"when": when, "load_average": [round(x, 2) for x in os.getloadavg()]})
+
+    try:
+        from feature_repo import store as fs
+
+        note_load("start")
+        feast, _, rows = make_data(workdir, args.customers)
+        features = fs.feature_names(fs.open_store(fs.REPO_DIR, feast))
+        run_dir = make_model(workdir, rows, features, hidden)
+        cost = forward_cost(torch.jit.load(str(run_dir / "model.pt")), rows)  # type: ignore[no-untyped-call]
+        print(f"model: ChurnMLP hidden={args.hidden}; forward ms (1 thread): {cost}; {workdir}")
+        calls = handle_calls() if not args.no_handle_calls else {}
+        for name, call in calls.items():
+            print(f"Ray Serve handle, {name}: {call['calls_per_s']:.0f} calls/s, p50 {call['p50_ms']:.2f} ms")
+        bodies = [orjson.dumps({"instances": [[float(v) for v in row]]}) for row in rows[:256]]
+        results: dict[str, list[dict[str, float]]] = {}
+        with engine_servers(workdir, run_dir) as running:
+            print(f"servers up after {time.monotonic() - began:.1f}s")
+            names = list(running)
+            for round_index in range(args.rounds):
+                note_load(f"round {round_index + 1}")
+                order = names[round_index % len(names) :] + names[: round_index % len(names)]
+                for name in order:
+                    server = running[name]
+                    path = f"{server.url}/v1/models/{MODEL}:predict"
+                    for c in ENGINE_CONCURRENCY:
+                        n = args.requests
+                        figures = asyncio.run(http_load(path, bodies, c, n, max(2 * c, n // 10), server.cpu_seconds))
+                        results.setdefault(f"{name} c={c}", []).append(figures.summary())
+                print(f"round {round_index + 1}/{args.rounds} done at {time.monotonic() - began:.1f}s, load {load[-1]}")
+        note_load("end")
+        table = {name: median_of(rounds) for name, rounds in results.items()}
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def ratio(key: str, c: int, other: str = KSERVE) -> float:
+        return table[f"{RAY_SERVE} c={c}"][key] / table[f"{other} c={c}"][key]
+
+    per_round = [
+        round(ray["throughput_per_s"] / ks["throughput_per_s"], 2)
+        for ray, ks in zip(results[f"{RAY_SERVE} c=64"], results[f"{KSERVE} c=64"], strict=True)
+    ]
+    throughput, p99 = ratio("throughput_per_s", 64), ratio("p99_ms", 64)
+    targets = {
+        f"ray-serve throughput at c=64 >= 1.6x kserve ({throughput:.2f}x; per round {per_round})": throughput >= 1.6,
+        f"ray-serve p99 at c=64 <= 2x kserve's ({p99:.2f}x)": p99 <= 2,
+    }
+    print()
+    print(f"{'configuration':<36} {'p50 ms':>9} {'p99 ms':>9} {'instances/s':>12} {'server CPU ms/req':>18}")
+    for name, row in table.items():
+        print(
+            f"{name:<36} {row['p50_ms']:>9.3f} {row['p99_ms']:>9.3f} {row['throughput_per_s']:>12.0f}"
+            f" {row['server_cpu_ms_per_request']:>18.3f}"
+        )
+    print()
+    for c in ENGINE_CONCURRENCY:
+        for other in (n for n in names if n != KSERVE):
+            base = table[f"{KSERVE} c={c}"]["throughput_per_s"]
+            print(f"c={c}: {other} / kserve throughput {table[f'{other} c={c}']['throughput_per_s'] / base:.2f}x")
+    print(f"load average: {[entry['load_average'] for entry in load]}")
+    for name, met in targets.items():
+        print(f"{'MET ' if met else 'MISS'} {name}")
+    result = {
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "seconds": round(time.monotonic() - began, 1),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
+        "settings": vars(args) | {"json": str(args.json) if args.json else None},
+        "model": {"hidden": args.hidden, "forward_ms_one_thread": cost},
+        "handle_calls": calls,
+        "throughput_ratio_c64_per_round": per_round,
+        "figures": table,
+        "rounds": results,
+        "targets": targets,
+        "load_average": load,
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
 # --- the run -------------------------------------------------------------------------------------
 
 
@@ -342,7 +635,18 @@ def main() -> int:
     parser.add_argument("--feast-requests", type=int, default=360, help="requests per measurement with Feast")
     parser.add_argument("--json", type=Path, help="write the figures here as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the working directory (data, logs)")
+    parser.add_argument(
+        "--engines",
+        action="store_true",
+        help="compare engines instead (kserve, KServe's 2 workers, ray-serve with 2 replicas; c=16 and 64)",
+    )
+    parser.add_argument(
+        "--hidden", default="64,32", help="--engines: the model's hidden widths (1024,1024) or WIDTHxDEPTH (512x128)"
+    )
+    parser.add_argument("--no-handle-calls", action="store_true", help="--engines: skip the raw handle-call figures")
     args = parser.parse_args()
+    if args.engines:
+        return engines_main(args)
 
     import numpy as np
     import orjson
@@ -362,7 +666,7 @@ def main() -> int:
         setup_seconds = time.monotonic() - began
         print(f"set-up {setup_seconds:.1f}s: {args.customers} customers, {len(features)} features, {workdir}")
 
-        model = torch.jit.load(str(run_dir / "model.pt"))
+        model = torch.jit.load(str(run_dir / "model.pt"))  # type: ignore[no-untyped-call]
         threads = forward_threads(model, rows)
         print("forward, mean us per call by torch threads and batch rows:", threads)
         torch.set_num_threads(1)  # what the predictor uses (SLIPWAY_TORCH_THREADS)

@@ -28,7 +28,7 @@ RELEASE, RELEASE_NAMESPACE = "slipway", "slipway-system"
 OPERATOR_USER = f"system:serviceaccount:{RELEASE_NAMESPACE}:{RELEASE}"
 # Pinned so rendering does not depend on which Kubernetes the helm binary was built for; the kind
 # node image's version (kind-config.yaml).
-KUBE_VERSION = "1.35.8"
+KUBE_VERSION = "1.36.1"
 T = TypeVar("T")
 
 
@@ -101,7 +101,7 @@ class Cluster:
         result = self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(rbac))
         assert result.returncode == 0, result.stderr
 
-    def start_operator(self, *namespaces: str) -> OperatorProcess:
+    def start_operator(self, *namespaces: str, env: dict[str, str] | None = None) -> OperatorProcess:
         """`slipway operator` (watching `namespaces`, else cluster-wide), as the chart's ServiceAccount
         when the control plane knows that identity, else as admin."""
         log = self.workdir / f"operator-{next(self._log_index)}.log"
@@ -111,7 +111,7 @@ class Cluster:
         self.operator = OperatorProcess(
             self.plane.kubeconfig_for(OPERATOR_USER) if identity else self.kubeconfig,
             log,
-            env={"SLIPWAY_METRICS_PORT": self.metrics_url.split(":")[2].split("/")[0]},
+            env={"SLIPWAY_METRICS_PORT": self.metrics_url.split(":")[2].split("/")[0], **(env or {})},
             args=["--liveness", self.liveness_url, *(arg for ns in namespaces for arg in ("--namespace", ns))],
         )
         self.operator.start()
@@ -257,3 +257,22 @@ class Controllers:
             api.patch_namespaced_custom_object_status(
                 *GATEWAY, ns, "httproutes", meta["name"], {"status": {"parents": [parent]}}
             )
+
+
+def write_model_run(
+    run_dir: Path, seed: int = 1, features: tuple[str, ...] = ("sessions_30d", "monthly_charges")
+) -> Path:
+    """A small trained-looking run directory (TorchScript + manifest), as training leaves one: for
+    serving tests that need a model to serve but not a training run. The same seed, the same model."""
+    import numpy as np
+    import torch
+    from pipelines.churn.model import ChurnMLP, torchscript_bytes
+    from pipelines.predictor import artifact
+
+    from slipway.api.artifacts import Manifest
+
+    torch.manual_seed(seed)
+    zeros, ones = np.zeros(len(features), "float32"), np.ones(len(features), "float32")
+    net = ChurnMLP(len(features), hidden=(4,), mean=zeros, std=ones).eval()
+    artifact.write(str(run_dir), torchscript_bytes(net), Manifest(metrics={"auc": 0.8}, features=list(features)))
+    return run_dir

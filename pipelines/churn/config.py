@@ -159,7 +159,7 @@ def load(argv: Sequence[str], env: Mapping[str, str]) -> RunConfig:
         hyperparameters=hp,
         feature_repo=env.get(FEATURE_REPO_ENV) or DEFAULT_FEATURE_REPO,
         feast_config=env.get(FEAST_CONFIG_ENV) or "local",
-        image=env.get(IMAGE_ENV) or spec.image,
+        image=env.get(IMAGE_ENV) or spec.image or "",  # the operator filled in its default image
         ray_num_cpus=float(cpus) if cpus else None,
         pvc_root=env.get(PVC_ROOT_ENV) or "/mnt/pvc",
     )

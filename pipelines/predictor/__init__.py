@@ -3,7 +3,8 @@
 Run: ``python -m pipelines.predictor --model_name=<model> --http_port=<port>``. Every KServe
 ModelServer argument is accepted (``kserve.model_server.parser``); Slipway changes two defaults:
 ``--enable_grpc`` is false (a second port nobody reads; it would collide between the dev stack's
-servers) and ``--enable_latency_logging`` is false. ``--workers`` must be 1 (scale with replicas).
+servers) and ``--enable_latency_logging`` is false. ``--workers`` must be 1 (scale with replicas:
+pods, or the ray-serve engine's).
 ``--direct=false`` sends every request through KServe's own routes (see ``http``).
 
 Environment
@@ -18,8 +19,35 @@ Environment
   its data ``SLIPWAY_FEAST_DATA`` and configuration ``SLIPWAY_FEAST_CONFIG`` (``local``,
   ``cluster`` or a yaml path), as ``feature_repo/store.py`` reads them.
 - ``SLIPWAY_MAX_BATCH_SIZE`` (64 rows), ``SLIPWAY_MAX_BATCH_WAIT_MS`` (2): dynamic batching.
-- ``SLIPWAY_TORCH_THREADS`` (1: measured fastest for these batch sizes on 2 cores),
-  ``SLIPWAY_ACCESS_LOG`` (``1``: keep uvicorn's and KServe's per-request log lines).
+- ``SLIPWAY_TORCH_THREADS`` (1: measured fastest for these batch sizes on 2 cores; each ray-serve
+  replica uses it too), ``SLIPWAY_ACCESS_LOG`` (``1``: keep uvicorn's and KServe's per-request
+  log lines, and Serve's replica access log).
+- ``SLIPWAY_ENGINE``: ``kserve`` (default) or ``ray-serve`` (see Engines), and for ``ray-serve``:
+  ``SLIPWAY_RAY_REPLICAS`` (1), or autoscaling between ``SLIPWAY_RAY_MIN_REPLICAS`` (1) and
+  ``SLIPWAY_RAY_MAX_REPLICAS`` (both win over ``SLIPWAY_RAY_REPLICAS``; MIN alone is an error),
+  ``SLIPWAY_RAY_CPUS_PER_REPLICA`` (1; > 0), ``SLIPWAY_RAY_GPUS_PER_REPLICA`` (0; > 0 runs the
+  forward pass on CUDA). Amounts above 1 must be whole numbers (Ray's rule).
+
+A bad value of any of these variables stops the server at start (exit 2) with a message naming it.
+
+Engines
+-------
+``kserve``: one process; the model runs in the server's event loop (see Batching).
+
+``ray-serve``: the same front (KServe's model server with every endpoint, status code, error
+message and metric above, recorded in the front process) hands batches to Ray Serve replicas, so a
+pod can use more than one core for the model. The process starts a Ray instance of its own
+(``ray.init(address="local")``, whatever ``RAY_ADDRESS`` says): no dashboard, Serve's HTTP and gRPC
+proxies off, an 80 MiB object store, a fresh temporary directory, ports chosen by the OS, its
+processes in process groups of their own; replicas score with ``@serve.batch``
+(``SLIPWAY_MAX_BATCH_SIZE`` rows, waiting up to ``SLIPWAY_MAX_BATCH_WAIT_MS``), each with its own
+model (and online store). Readiness comes once every replica runs (10-20 s after start on 2
+cores). SIGTERM or SIGINT, to the process or to its process group, stops the HTTP server, then
+Serve, then Ray: no Ray process and no temporary directory is left (a few seconds). Should Ray's
+gcs_server or raylet exit under it, the predictor stops the rest and exits with status 1. It pays for
+models whose forward pass costs more than the request handling around it (about 0.1 ms a request
+here); for a small model it is slower than ``kserve`` (bench/README.md, "Engines"). See
+``rayserve``.
 
 Requests
 --------

@@ -8,6 +8,10 @@ at once, and under load the requests that pile up while a batch runs form the ne
 
 If a batch of several items fails, each item is run again alone, so one bad request fails only
 itself. Pure asyncio; no knowledge of models or HTTP.
+
+`max_concurrent` batches may run at once (default 1: one after the other). More than one suits a
+`run` that hands the batch to other processes (the ray-serve engine's replicas): the next batch
+forms, as before, from what queued while every slot was busy.
 """
 
 from __future__ import annotations
@@ -58,15 +62,20 @@ class Batcher(Generic[T, R]):
         size: Callable[[T], int] = lambda _: 1,
         max_batch_size: int = 64,
         max_wait: float = 0.002,
+        max_concurrent: int = 1,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         if max_wait < 0:
             raise ValueError("max_wait must not be negative")
+        if max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1")
         self._run = run
         self._size = size
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait
+        self.max_concurrent = max_concurrent
+        self._running: set[asyncio.Task[None]] = set()  # batches in flight when max_concurrent > 1
         self._queue: deque[_Pending[T, R]] = deque()
         self._incoming = 0
         self._wakeup: asyncio.Event | None = None
@@ -104,12 +113,14 @@ class Batcher(Generic[T, R]):
         return await pending.future
 
     async def close(self) -> None:
-        """Stop the worker (pending items are cancelled)."""
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
+        """Stop the worker and the batches in flight (pending items are cancelled)."""
+        for task in [self._worker, *self._running]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._worker = None
+        self._running.clear()
         while self._queue:
             self._queue.popleft().future.cancel()
 
@@ -118,7 +129,7 @@ class Batcher(Generic[T, R]):
         assert wakeup is not None
         loop = asyncio.get_running_loop()
         while True:
-            while not self._queue:
+            while not self._queue or len(self._running) >= self.max_concurrent:
                 wakeup.clear()
                 await wakeup.wait()
             batch = [self._queue.popleft()]
@@ -139,7 +150,17 @@ class Batcher(Generic[T, R]):
                     await asyncio.wait_for(wakeup.wait(), remaining)
                 except TimeoutError:
                     break
-            await self._run_batch(batch)
+            if self.max_concurrent == 1:
+                await self._run_batch(batch)
+            else:
+                task = loop.create_task(self._run_batch(batch), name="slipway-batch")
+                self._running.add(task)
+                task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if self._wakeup is not None:
+            self._wakeup.set()
 
     async def _run_batch(self, batch: list[_Pending[T, R]]) -> None:
         live = [p for p in batch if not p.future.done()]  # a caller may have gone away

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from .instances import BadRequest, Schema, parse_v1, parse_v2, v2_inputs, v2_response
-from .scorer import ARRIVAL, Scorer
+from .scorer import ARRIVAL, BatchScorer
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def plain_json(protocol: str, headers: list[tuple[bytes, bytes]]) -> bool:
 class Predictor:
     """What the direct path needs: the served model's name, revision, request schema and scorer."""
 
-    def __init__(self, name: str, revision: str, schema: Schema, scorer: Scorer) -> None:
+    def __init__(self, name: str, revision: str, schema: Schema, scorer: BatchScorer) -> None:
         self.name = name
         self.revision = revision
         self.schema = schema

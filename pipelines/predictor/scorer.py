@@ -1,12 +1,25 @@
-"""Instances in, probabilities out: batching, online enrichment, the forward pass and its metrics."""
+"""Instances in, probabilities out: batching, online enrichment, the forward pass and its metrics.
+
+Two halves, so the ray-serve engine can put the second in other processes:
+
+- `BatchScorer` (the server's side): gathers concurrent requests into batches (`batcher`), hands
+  each batch's rows to a `Compute`, splits the answer per request and records the prediction
+  metrics. The metrics always live here, in the process that serves `/metrics`.
+- `LocalCompute` (the model's side): fills rows from the online store, runs the TorchScript and
+  checks its output; returns the probabilities and each row's count of still-missing values.
+
+`Scorer` is the kserve engine's pairing: a `BatchScorer` over a `LocalCompute` in this process.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -16,6 +29,8 @@ from .instances import Instances, Key
 from .metrics import ModelMetrics
 
 Lookup = Callable[[Sequence[Key]], np.ndarray]
+
+log = logging.getLogger("slipway.predictor")
 
 #: The ticket of the request being handled, set by the HTTP layer when the request arrives.
 ARRIVAL: contextvars.ContextVar[Ticket | None] = contextvars.ContextVar("slipway_arrival", default=None)
@@ -33,63 +48,61 @@ class Scored:
     missing: int  # feature values still NaN after enrichment
 
 
-class Scorer:
+@dataclass(frozen=True)
+class Computed:
+    """The answer for a batch of rows: float32 probabilities and int32 missing values, one per row."""
+
+    probabilities: np.ndarray
+    missing: np.ndarray
+
+    def split(self, sizes: Sequence[int]) -> list[Computed]:
+        """One `Computed` per consecutive group of `sizes` rows."""
+        out = []
+        start = 0
+        for size in sizes:
+            end = start + size
+            out.append(Computed(self.probabilities[start:end], self.missing[start:end]))
+            start = end
+        return out
+
+
+class Compute(Protocol):
+    """What scores a batch's rows (NaN = not given) with their entity keys (None: no lookup)."""
+
+    async def __call__(self, values: np.ndarray, keys: Sequence[Key | None]) -> Computed: ...
+
+    def close(self) -> None: ...
+
+
+class LocalCompute:
+    """Enrichment and the forward pass in this process (on `device`: "cpu" or "cuda")."""
+
     def __init__(
         self,
         model: Callable[[torch.Tensor], torch.Tensor],
         n_features: int,
-        metrics: ModelMetrics,
         lookup: Lookup | None = None,
-        max_batch_size: int = 64,
-        max_batch_wait_s: float = 0.002,
+        device: str = "cpu",
     ) -> None:
         self.model = model
         self.n_features = n_features
-        self.metrics = metrics
         self.lookup = lookup
-        self.batcher: Batcher[Instances, Scored] = Batcher(self._run, len, max_batch_size, max_batch_wait_s)
+        self.device = torch.device(device)
         # Feast's SQLite connection belongs to one thread, and lookups run one batch at a time anyway.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slipway-lookup")
 
-    def arriving(self) -> Ticket:
-        return self.batcher.arriving()
-
-    async def score(self, instances: Instances) -> np.ndarray:
-        """Probabilities for the instances (float32, one per row); records the prediction metrics."""
-        scored = await self.batcher.submit(instances, ARRIVAL.get())
-        self.metrics.predicted(scored.probabilities, scored.probabilities.size * self.n_features, scored.missing)
-        return scored.probabilities
-
     def forward(self, values: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(values)
         with torch.inference_mode():
-            out = self.model(torch.from_numpy(values))
-        result = out.numpy()
+            out = self.model(x if self.device.type == "cpu" else x.to(self.device))
+        result = out.cpu().numpy() if out.device.type != "cpu" else out.numpy()
         if result.shape != (len(values),):
             raise ModelError(f"the model returned shape {tuple(result.shape)} for {len(values)} rows")
         if not np.isfinite(result).all():
             raise ModelError("the model returned a non-finite probability")
         return result
 
-    async def _run(self, batch: Sequence[Instances]) -> list[Scored]:
-        values = batch[0].values if len(batch) == 1 else np.concatenate([b.values for b in batch])
-        keys = [key for b in batch for key in b.keys]
-        loop = asyncio.get_running_loop()
-        if self.lookup is not None and any(k is not None for k in keys):
-            values = await loop.run_in_executor(self._pool, self._enrich, values, keys)
-        if len(values) > INLINE_ROWS:
-            probabilities = await loop.run_in_executor(None, self.forward, values)
-        else:
-            probabilities = self.forward(values)
-        missing = np.isnan(values).sum(axis=1)
-        out = []
-        start = 0
-        for b in batch:
-            end = start + len(b)
-            out.append(Scored(probabilities[start:end], int(missing[start:end].sum())))
-            start = end
-        return out
-
-    def _enrich(self, values: np.ndarray, keys: Sequence[Key | None]) -> np.ndarray:
+    def enrich(self, values: np.ndarray, keys: Sequence[Key | None]) -> np.ndarray:
         """Store values where the request gave none (values given in the request win)."""
         assert self.lookup is not None
         distinct = list(dict.fromkeys(k for k in keys if k is not None))
@@ -102,5 +115,99 @@ class Scorer:
         values[rows] = np.where(np.isnan(given), stored, given)
         return values
 
+    async def __call__(self, values: np.ndarray, keys: Sequence[Key | None]) -> Computed:
+        loop = asyncio.get_running_loop()
+        if self.lookup is not None and any(k is not None for k in keys):
+            values = await loop.run_in_executor(self._pool, self.enrich, values, keys)
+        if len(values) > INLINE_ROWS:
+            probabilities = await loop.run_in_executor(None, self.forward, values)
+        else:
+            probabilities = self.forward(values)
+        return Computed(probabilities, np.isnan(values).sum(axis=1, dtype=np.int32))
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class BatchScorer:
+    """Batches requests for a `Compute` and records what was predicted.
+
+    `max_concurrent` batches may be in flight at once (1 for an in-process model: a second would
+    only compete for the same core).
+    """
+
+    def __init__(
+        self,
+        compute: Compute,
+        n_features: int,
+        metrics: ModelMetrics,
+        max_batch_size: int = 64,
+        max_batch_wait_s: float = 0.002,
+        max_concurrent: int = 1,
+    ) -> None:
+        self.compute = compute
+        self.n_features = n_features
+        self.metrics = metrics
+        self.batcher: Batcher[Instances, Scored] = Batcher(
+            self._run, len, max_batch_size, max_batch_wait_s, max_concurrent
+        )
+
+    def arriving(self) -> Ticket:
+        return self.batcher.arriving()
+
+    async def score(self, instances: Instances) -> np.ndarray:
+        """Probabilities for the instances (float32, one per row); records the prediction metrics."""
+        scored = await self.batcher.submit(instances, ARRIVAL.get())
+        self.metrics.predicted(scored.probabilities, scored.probabilities.size * self.n_features, scored.missing)
+        return scored.probabilities
+
+    async def _run(self, batch: Sequence[Instances]) -> list[Scored]:
+        values = batch[0].values if len(batch) == 1 else np.concatenate([b.values for b in batch])
+        keys = [key for b in batch for key in b.keys]
+        computed = await self.compute(values, keys)
+        if computed.probabilities.shape != (len(values),) or computed.missing.shape != (len(values),):
+            raise ModelError(f"got {computed.probabilities.shape} probabilities for {len(values)} rows")
+        return [Scored(part.probabilities, int(part.missing.sum())) for part in computed.split([len(b) for b in batch])]
+
+    def close(self) -> None:
+        self.compute.close()
+
+
+class Scorer(BatchScorer):
+    """The kserve engine's scorer: batches scored by the model in this process."""
+
+    def __init__(
+        self,
+        model: Callable[[torch.Tensor], torch.Tensor],
+        n_features: int,
+        metrics: ModelMetrics,
+        lookup: Lookup | None = None,
+        max_batch_size: int = 64,
+        max_batch_wait_s: float = 0.002,
+    ) -> None:
+        self.local = LocalCompute(model, n_features, lookup)
+        super().__init__(self.local, n_features, metrics, max_batch_size, max_batch_wait_s)
+
+    @property
+    def model(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        return self.local.model
+
+    def forward(self, values: np.ndarray) -> np.ndarray:
+        return self.local.forward(values)
+
+    def _enrich(self, values: np.ndarray, keys: Sequence[Key | None]) -> np.ndarray:
+        return self.local.enrich(values, keys)
+
+
+def warm_up(compute: LocalCompute, max_batch_size: int) -> None:
+    """A few forward passes at batch sizes up to the maximum: TorchScript optimizes on its first calls."""
+    sizes = sorted({1, 2, max(1, max_batch_size // 2), max_batch_size})
+    failures = 0
+    for _ in range(3):
+        for n in sizes:
+            try:
+                compute.forward(np.zeros((n, compute.n_features), dtype=np.float32))
+            except Exception:  # a model that fails on some calls still serves the others
+                failures += 1
+    if failures:
+        log.warning("the model failed %d of %d warm-up calls", failures, 3 * len(sizes))

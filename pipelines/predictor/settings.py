@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,8 +10,31 @@ from pathlib import Path
 KSERVE_MODEL_DIR = Path("/mnt/models")  # where KServe's storage initializer puts STORAGE_URI
 
 
+ENGINES = ("kserve", "ray-serve")
+
+
 class SettingsError(ValueError):
     """The environment is wrong; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """The ray-serve engine's replicas: a fixed number, or autoscaled between min and max."""
+
+    replicas: int = 1  # SLIPWAY_RAY_REPLICAS, when not autoscaling
+    min_replicas: int | None = None  # SLIPWAY_RAY_MIN_REPLICAS / SLIPWAY_RAY_MAX_REPLICAS: autoscaling
+    max_replicas: int | None = None
+    cpus_per_replica: float = 1.0
+    gpus_per_replica: float = 0.0
+
+    @property
+    def autoscaling(self) -> bool:
+        return self.max_replicas is not None
+
+    @property
+    def most_replicas(self) -> int:
+        """The most replicas that can run at once: what Ray's resources must hold."""
+        return self.max_replicas if self.max_replicas is not None else self.replicas
 
 
 @dataclass(frozen=True)
@@ -26,6 +50,8 @@ class Settings:
     max_batch_wait_s: float = 0.002
     torch_threads: int = 1
     access_log: bool = False
+    engine: str = "kserve"  # or "ray-serve"
+    ray: RaySettings = RaySettings()
 
     @property
     def enrich(self) -> bool:
@@ -55,6 +81,47 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number, got {text!r}") from None
     if not value >= 0:
         raise SettingsError(f"{name} must not be negative, got {text}")
+    return value
+
+
+def _cpus(env: Mapping[str, str], name: str, default: float, positive: bool) -> float:
+    """A finite resource amount: > 0 if `positive`, else >= 0."""
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    value = _float(env, name, default)
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise SettingsError(f"{name} must be a {'positive' if positive else 'non-negative'} finite number, got {text}")
+    if value > 1 and not value.is_integer():
+        raise SettingsError(f"{name} must be a whole number when above 1 (Ray's rule for resources), got {text}")
+    return value
+
+
+def ray_settings(env: Mapping[str, str]) -> RaySettings:
+    """SLIPWAY_RAY_*: replicas (or autoscaling bounds) and each replica's CPUs and GPUs."""
+    replicas = _int(env, "SLIPWAY_RAY_REPLICAS", 1, 1)
+    low = _int(env, "SLIPWAY_RAY_MIN_REPLICAS", 0, 1) or None
+    high = _int(env, "SLIPWAY_RAY_MAX_REPLICAS", 0, 1) or None
+    if low is not None and high is None:
+        raise SettingsError("SLIPWAY_RAY_MIN_REPLICAS is set but SLIPWAY_RAY_MAX_REPLICAS is not: set both")
+    if high is not None:
+        low = low or 1
+        if low > high:
+            raise SettingsError(f"SLIPWAY_RAY_MIN_REPLICAS ({low}) must not be above SLIPWAY_RAY_MAX_REPLICAS ({high})")
+    return RaySettings(
+        replicas=replicas,
+        min_replicas=low,
+        max_replicas=high,
+        cpus_per_replica=_cpus(env, "SLIPWAY_RAY_CPUS_PER_REPLICA", 1.0, positive=True),
+        gpus_per_replica=_cpus(env, "SLIPWAY_RAY_GPUS_PER_REPLICA", 0.0, positive=False),
+    )
+
+
+def engine(env: Mapping[str, str]) -> str:
+    text = env.get("SLIPWAY_ENGINE", "").strip()
+    value = text.lower() or "kserve"
+    if value not in ENGINES:
+        raise SettingsError(f"SLIPWAY_ENGINE must be one of {', '.join(ENGINES)}, got {text!r}")
     return value
 
 
@@ -89,4 +156,6 @@ def from_env(env: Mapping[str, str], model_name: str, kserve_dir: Path = KSERVE_
         max_batch_wait_s=_float(env, "SLIPWAY_MAX_BATCH_WAIT_MS", 2.0) / 1000.0,
         torch_threads=_int(env, "SLIPWAY_TORCH_THREADS", 1, 1),
         access_log=env.get("SLIPWAY_ACCESS_LOG", "").strip().lower() in ("1", "true", "yes"),
+        engine=engine(env),
+        ray=ray_settings(env),
     )

@@ -310,3 +310,32 @@ def test_operator_exports_reconcile_metrics(operator: Cluster, namespace: str) -
     text = wait_for(scraped, what="the reconcile counter")
     pending = next(line for line in text.splitlines() if line.startswith('slipway_training_runs{phase="Pending"}'))
     assert float(pending.split()[-1]) >= 1, pending  # this run, at least (other tests' runs may be counted too)
+
+
+def test_a_run_without_an_image_and_no_platform_default_fails_naming_the_field(
+    operator: Cluster, namespace: str
+) -> None:
+    run = copy.deepcopy(TR)
+    del run["spec"]["image"]  # the operator here has no SLIPWAY_TRAINER_IMAGE
+    operator.apply(namespace, run)
+    name = run["metadata"]["name"]
+    assert wait_for(lambda: phase(operator, namespace, "trainingruns", name) == "Failed", what="phase Failed")
+    failed = conditions(get(operator, namespace, "trainingruns", name))["Failed"]
+    assert failed["reason"] == "InvalidSpec"
+    assert "spec.image is not set" in failed["message"] and "images.trainer" in failed["message"]
+    assert wait_for(lambda: "InvalidSpec" in events_for(operator, namespace, name), what="an InvalidSpec event")
+    assert rayjobs(operator, namespace) == []
+
+
+def test_a_deployment_without_a_predictor_image_says_which_field(operator: Cluster, namespace: str) -> None:
+    md = copy.deepcopy(MD)
+    del md["spec"]["predictor"]["image"]  # the operator here has no SLIPWAY_PREDICTOR_IMAGE
+    operator.apply(namespace, MV, md)
+    name = md["metadata"]["name"]
+
+    def refused() -> dict[str, Any] | None:
+        status = (get(operator, namespace, "modeldeployments", name) or {}).get("status") or {}
+        return status if status.get("reason") == "InvalidSpec" else None
+
+    assert "spec.predictor.image is not set" in wait_for(refused, what="reason InvalidSpec")["message"]
+    assert isvcs(operator, namespace) == []

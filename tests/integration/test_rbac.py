@@ -6,6 +6,7 @@ API calls: start-up and peering, a TrainingRun that succeeds (RayJob, version co
 and one that fails and retries, a blue-green rollout whose old version is scaled down, a switch
 from gateway to kserve traffic (children deleted), and a namespaced operator. Then the set of
 (group, resource, verb) it used must equal the set the ClusterRole grants, and nothing was refused.
+On the way, a credential in its environment and in a referenced Secret never reaches its log.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ from tests.support import (
 pytestmark = pytest.mark.integration
 
 TR, MV, MD = contract_manifests()
-Call = tuple[str, str, str]  # API group ("" for core), resource[/subresource], verb
+Call = tuple[str, str, str]
+# A credential in the operator's own environment and in a Secret a run references: it must
+# never show up in the operator's log (at DEBUG) or in anything the operator writes.
+SENTINEL = "sentinel-9f1c2e7d-credential"  # API group ("" for core), resource[/subresource], verb
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +111,10 @@ def children(cluster: Cluster, namespace: str, group: str, version: str, plural:
 
 def exercise_training(cluster: Cluster, namespace: str, artifacts: Path) -> None:
     runs = [training_run(name, artifacts) for name in ("good", "better")]
+    runs[0]["spec"]["artifacts"]["credentialsSecret"] = "models-s3"
+    cluster.core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "models-s3"}, "stringData": {"AWS_SECRET_ACCESS_KEY": SENTINEL}}
+    )
     for run in runs:
         write_manifest(artifacts, run["metadata"]["name"], auc=0.91)
     cluster.apply(namespace, *runs, training_run("flaky", artifacts, backoffLimit=1))
@@ -156,7 +164,7 @@ def exercise_rollout(cluster: Cluster, namespace: str) -> None:
 
 def test_cluster_role_is_exactly_what_the_operator_calls(audited: Cluster, tmp_path: Path) -> None:
     cluster = audited
-    cluster.start_operator()
+    cluster.start_operator(env={"SLIPWAY_LOG_LEVEL": "DEBUG", "AWS_SECRET_ACCESS_KEY": SENTINEL})
     training = new_namespace(cluster, "rbac-training")
     exercise_training(cluster, training, tmp_path)
     exercise_rollout(cluster, training)  # serves the versions the runs registered
@@ -175,6 +183,13 @@ def test_cluster_role_is_exactly_what_the_operator_calls(audited: Cluster, tmp_p
     assert not refused, f"the chart's RBAC refused the operator: {refused}"
     used: set[Call] = set().union(*(calls(e) for e in events))
     rules = granted()
+    assert ("", "secrets", "get") not in used and ("", "secrets", "list") not in used
+    assert SENTINEL not in cluster.operator_log()
+    job = cluster.custom.get_namespaced_custom_object("ray.io", "v1", training, "rayjobs", "good-0")
+    assert SENTINEL not in json.dumps(job)
+    assert job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["envFrom"] == [
+        {"secretRef": {"name": "models-s3"}}
+    ]
     assert used == rules, (
         f"granted but never used (remove from helm/slipway/templates/clusterrole.yaml): {sorted(rules - used)}\n"
         f"used but not granted: {sorted(used - rules)}"

@@ -50,7 +50,8 @@ def test_contract_manifests_are_accepted_as_written_with_defaults(cluster: Clust
     )
     assert stored["spec"]["version"] == "latest"
     assert stored["spec"]["strategy"]["type"] == "Direct"
-    assert stored["spec"]["traffic"] == "gateway"
+    # Left unset for the operator's defaults (chart values traffic.backend, prometheus.url).
+    assert "traffic" not in stored["spec"] and "prometheus" not in stored["spec"]
     assert (stored["spec"]["predictor"]["minReplicas"], stored["spec"]["predictor"]["maxReplicas"]) == (1, 1)
 
 
@@ -226,6 +227,45 @@ INVALID: list[Case] = [
         lambda: edit(MD, "spec.strategy.blueGreen.previewWeight", 101),
         ["spec.strategy.blueGreen.previewWeight", "less than or equal to 100"],
     ),
+    ("unknown engine", lambda: edit(MD, "spec.predictor.engine", "triton"), ["spec.predictor.engine", "ray-serve"]),
+    (
+        "zero ray replicas",
+        lambda: edit(MD, "spec.predictor.rayServe", {"replicas": 0}),
+        ["spec.predictor.rayServe.replicas", "greater than or equal to 1"],
+    ),
+    (
+        "zero CPUs per ray replica",
+        lambda: edit(MD, "spec.predictor.rayServe", {"cpusPerReplica": 0}),
+        ["spec.predictor.rayServe.cpusPerReplica", "greater than 0"],
+    ),
+    (
+        "negative GPUs per ray replica",
+        lambda: edit(MD, "spec.predictor.rayServe", {"gpusPerReplica": -1}),
+        ["spec.predictor.rayServe.gpusPerReplica", "greater than or equal to 0"],
+    ),
+    (
+        "zero autoscaling minimum",
+        lambda: edit(MD, "spec.predictor.rayServe", {"autoscaling": {"minReplicas": 0, "maxReplicas": 2}}),
+        ["spec.predictor.rayServe.autoscaling.minReplicas", "greater than or equal to 1"],
+    ),
+    (
+        "autoscaling min above max",
+        lambda: edit(MD, "spec.predictor.rayServe", {"autoscaling": {"minReplicas": 4, "maxReplicas": 2}}),
+        [
+            "spec.predictor.rayServe.autoscaling.minReplicas",
+            "less than or equal to spec.predictor.rayServe.autoscaling.maxReplicas",
+        ],
+    ),
+    (
+        "zero batch size",
+        lambda: edit(MD, "spec.predictor.batching", {"maxBatchSize": 0}),
+        ["spec.predictor.batching.maxBatchSize", "greater than or equal to 1"],
+    ),
+    (
+        "negative batch wait",
+        lambda: edit(MD, "spec.predictor.batching", {"maxWaitMs": -1}),
+        ["spec.predictor.batching.maxWaitMs", "greater than or equal to 0"],
+    ),
 ]
 
 
@@ -252,6 +292,32 @@ def test_training_run_and_model_version_specs_are_immutable(
     assert apply(cluster, namespace, obj)[0] == 0
     code, output = apply(cluster, namespace, edit(obj, path, value))
     assert code != 0 and "spec is immutable" in output, output
+
+
+def test_predictor_engines_are_accepted_with_their_defaults(cluster: Cluster, namespace: str) -> None:
+    ray = edit(MD, "spec.predictor.engine", "ray-serve")
+    assert apply(cluster, namespace, ray)[0] == 0
+    stored = cluster.custom.get_namespaced_custom_object(
+        "slipway.dev", "v1alpha1", namespace, "modeldeployments", "churn"
+    )
+    predictor = stored["spec"]["predictor"]
+    assert predictor["batching"] == {"maxBatchSize": 64, "maxWaitMs": 2}  # both engines batch
+    assert "rayServe" not in predictor  # rayServe's defaults apply when it is left out
+    tuned = edit(ray, "spec.predictor.rayServe", {"autoscaling": {"maxReplicas": 3}, "cpusPerReplica": 0.5})
+    code, output = apply(cluster, namespace, tuned)
+    assert code == 0, output
+    stored = cluster.custom.get_namespaced_custom_object(
+        "slipway.dev", "v1alpha1", namespace, "modeldeployments", "churn"
+    )
+    assert stored["spec"]["predictor"]["rayServe"] == {
+        "replicas": 2,
+        "autoscaling": {"minReplicas": 1, "maxReplicas": 3},
+        "cpusPerReplica": 0.5,
+        "gpusPerReplica": 0,
+    }
+    # Allowed, and ignored, on the kserve engine: switching engines needs no other edit.
+    code, output = apply(cluster, namespace, edit(tuned, "spec.predictor.engine", "kserve"))
+    assert code == 0, output
 
 
 def test_model_deployment_spec_can_change(cluster: Cluster, namespace: str) -> None:

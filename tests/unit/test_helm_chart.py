@@ -48,7 +48,15 @@ def test_built_helm_is_the_pinned_release() -> None:
     assert helm("version", "--template", "{{.Version}}") == helm_version()
 
 
-@pytest.mark.parametrize("values", [[], ["serviceMonitor.enabled=true"], ["watchNamespaces={ml,prod}"]])
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        ["serviceMonitor.enabled=true", "grafanaDashboard.enabled=true"],
+        ["watchNamespaces={ml,prod}", "traffic.backend=kserve", "objectStore.credentialsSecret=models-s3"],
+        ["images.trainer=", "images.predictor=", "prometheus.url=https://prom.example.com/api"],
+    ],
+)
 def test_chart_lints(values: list[str]) -> None:
     args = ["lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION]
     for value in values:
@@ -169,3 +177,54 @@ def test_grafana_dashboard_only_when_enabled_and_it_queries_metrics_that_exist()
     used = {name for expr in exprs for name in re.findall(r"\b(slipway_[a-z_]+)", expr)}
     assert used and used <= exported, used - exported
     assert {"slipway_rollout_candidate_weight", "slipway_requests_total", "slipway_training_runs"} <= used
+
+
+@pytest.mark.parametrize(
+    ("value", "where"),
+    [
+        ("replicas=-1", "/replicas"),
+        ("logLevel=LOUD", "/logLevel"),
+        ("traffic.backend=istio", "/traffic/backend"),
+        ("prometheus.url=prometheus:9090", "/prometheus/url"),
+        ("watchNamespaces={ML}", "/watchNamespaces/0"),
+        ("podSecurityContext.runAsNonRoot=false", "/podSecurityContext/runAsNonRoot"),
+        ("securityContext.allowPrivilegeEscalation=true", "/securityContext/allowPrivilegeEscalation"),
+        ("objectStore.credentialsSecret=Not_A_Name", "/objectStore/credentialsSecret"),
+        ("ports.metrics=80", "/ports/metrics"),
+        ("replica=2", "replica"),  # a typo is refused, not silently ignored
+    ],
+)
+def test_values_schema_refuses_bad_values_naming_them(value: str, where: str) -> None:
+    result = run_helm("template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION, "--set", value)
+    assert result.returncode != 0
+    assert "don't meet the specifications of the schema" in result.stderr and where in result.stderr, result.stderr
+
+
+def test_platform_defaults_reach_the_operator() -> None:
+    sets = (
+        "images.trainer=registry.local/trainer:2",
+        "images.predictor=registry.local/predictor:2",
+        "prometheus.url=http://prom.obs:9090",
+        "traffic.backend=kserve",
+    )
+    env = {var["name"]: var.get("value") for var in operator_container(render(*sets))["env"]}
+    assert env["SLIPWAY_TRAINER_IMAGE"] == "registry.local/trainer:2"
+    assert env["SLIPWAY_PREDICTOR_IMAGE"] == "registry.local/predictor:2"
+    assert env["SLIPWAY_PROMETHEUS_URL"] == "http://prom.obs:9090"
+    assert env["SLIPWAY_TRAFFIC"] == "kserve"
+    # The operator reads exactly these names.
+    from slipway.api.defaults import ENV
+
+    assert set(ENV.values()) <= set(env)
+
+
+def test_readiness_probe_waits_for_kopf() -> None:
+    container = operator_container(render())
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
+
+
+def test_object_store_credentials_are_a_secret_reference_only() -> None:
+    assert "envFrom" not in operator_container(render())
+    container = operator_container(render("objectStore.credentialsSecret=models-s3"))
+    assert container["envFrom"] == [{"secretRef": {"name": "models-s3"}}]
+    assert not any("SECRET" in var["name"] or "PASSWORD" in var["name"] for var in container["env"])

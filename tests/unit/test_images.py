@@ -16,6 +16,7 @@ import json
 import posixpath
 import re
 import shlex
+import sysconfig
 import tomllib
 from dataclasses import dataclass, field
 from functools import cache
@@ -505,17 +506,27 @@ def test_the_lock_satisfies_pyproject(requirement: Requirement) -> None:
     )
 
 
+@cache
+def installed() -> dict[str, importlib.metadata.Distribution]:
+    """What pip installed into this environment, by canonical name. Read from site-packages, not
+    sys.path: `import ray` prepends Ray's vendored copies (ray/thirdparty_files, psutil among them),
+    which are Ray's business, not the lock's."""
+    return {
+        canonicalize_name(dist.metadata["Name"]): dist
+        for dist in importlib.metadata.distributions(path=[sysconfig.get_paths()["purelib"]])
+    }
+
+
 def test_the_environment_was_installed_from_the_lock() -> None:
     """Every locked package that is installed has its locked version: CI proves it used the lock."""
     checked, wrong = 0, []
     for name, version in locked().items():
-        try:
-            installed = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
+        if name not in installed():
             continue
+        installed_version = installed()[name].version
         checked += 1
-        if Version(installed) != Version(version):
-            wrong.append(f"{name} {installed} (locked {version})")
+        if Version(installed_version) != Version(version):
+            wrong.append(f"{name} {installed_version} (locked {version})")
     assert not wrong, f"installed versions differ from requirements.lock (run `make venv`): {wrong}"
     core = {canonicalize_name(Requirement(r).name) for r in PYPROJECT["project"]["dependencies"]}
     assert checked >= len(core), "too few locked packages are installed for this check to mean anything"
@@ -525,11 +536,9 @@ def test_the_lock_is_closed_over_installed_dependencies() -> None:
     """A line dropped by hand shows: each installed locked package's own requirements are locked."""
     missing = set()
     for name in locked():
-        try:
-            requires = importlib.metadata.requires(name) or []
-        except importlib.metadata.PackageNotFoundError:
+        if name not in installed():
             continue
-        for text in requires:
+        for text in installed()[name].requires or []:
             requirement = Requirement(text)
             applies = requirement.marker is None or requirement.marker.evaluate({"extra": ""})
             if applies and canonicalize_name(requirement.name) not in locked():

@@ -1,11 +1,11 @@
-"""The predictor's environment: where the model comes from, enrichment and batching settings."""
+"""The predictor's environment: where the model comes from, enrichment, batching and engine settings."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from pipelines.predictor.settings import SettingsError, from_env
+from pipelines.predictor.settings import RaySettings, SettingsError, from_env
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -13,6 +13,8 @@ def test_defaults(tmp_path: Path) -> None:
     assert s.model_name == "churn" and s.revision == "" and s.model_dir == "s3://models/churn/runs/r1/"
     assert not s.enrich and s.entity_key is None
     assert (s.max_batch_size, s.max_batch_wait_s, s.torch_threads, s.access_log) == (64, 0.002, 1, False)
+    assert s.engine == "kserve" and s.ray == RaySettings(1, None, None, 1.0, 0.0)
+    assert not s.ray.autoscaling and s.ray.most_replicas == 1
 
 
 def test_model_dir_precedence(tmp_path: Path) -> None:
@@ -60,3 +62,75 @@ def test_bad_environments_name_the_variable(tmp_path: Path, env: dict[str, str],
     with pytest.raises(SettingsError) as info:
         from_env(env, "m", tmp_path / "absent")
     assert message in str(info.value)
+
+
+def test_ray_serve_with_a_fixed_number_of_replicas(tmp_path: Path) -> None:
+    env = {
+        "STORAGE_URI": "/r",
+        "SLIPWAY_ENGINE": " Ray-Serve ",
+        "SLIPWAY_RAY_REPLICAS": "3",
+        "SLIPWAY_RAY_CPUS_PER_REPLICA": "0.5",
+        "SLIPWAY_RAY_GPUS_PER_REPLICA": "0.25",
+    }
+    s = from_env(env, "m", tmp_path / "absent")
+    assert s.engine == "ray-serve"
+    assert s.ray == RaySettings(replicas=3, cpus_per_replica=0.5, gpus_per_replica=0.25)
+    assert not s.ray.autoscaling and s.ray.most_replicas == 3
+
+
+@pytest.mark.parametrize(
+    ("bounds", "expected"),
+    [
+        ({"SLIPWAY_RAY_MIN_REPLICAS": "2", "SLIPWAY_RAY_MAX_REPLICAS": "5"}, (2, 5)),
+        ({"SLIPWAY_RAY_MIN_REPLICAS": "4", "SLIPWAY_RAY_MAX_REPLICAS": "4"}, (4, 4)),
+        ({"SLIPWAY_RAY_MAX_REPLICAS": "3"}, (1, 3)),  # the least is one replica
+    ],
+)
+def test_autoscaling_bounds_win_over_the_fixed_number(
+    tmp_path: Path, bounds: dict[str, str], expected: tuple[int, int]
+) -> None:
+    env = {"STORAGE_URI": "/r", "SLIPWAY_ENGINE": "ray-serve", "SLIPWAY_RAY_REPLICAS": "7", **bounds}
+    ray = from_env(env, "m", tmp_path / "absent").ray
+    assert ray.autoscaling and (ray.min_replicas, ray.max_replicas) == expected
+    assert ray.most_replicas == expected[1]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SLIPWAY_ENGINE": "ray"}, "SLIPWAY_ENGINE must be one of kserve, ray-serve, got 'ray'"),
+        ({"SLIPWAY_RAY_REPLICAS": "0"}, "SLIPWAY_RAY_REPLICAS must be at least 1"),
+        ({"SLIPWAY_RAY_REPLICAS": "two"}, "SLIPWAY_RAY_REPLICAS must be an integer"),
+        (
+            {"SLIPWAY_RAY_MIN_REPLICAS": "0", "SLIPWAY_RAY_MAX_REPLICAS": "2"},
+            "SLIPWAY_RAY_MIN_REPLICAS must be at least 1",
+        ),
+        (
+            {"SLIPWAY_RAY_MIN_REPLICAS": "1", "SLIPWAY_RAY_MAX_REPLICAS": "x"},
+            "SLIPWAY_RAY_MAX_REPLICAS must be an integer",
+        ),
+        ({"SLIPWAY_RAY_MIN_REPLICAS": "2"}, "SLIPWAY_RAY_MIN_REPLICAS is set but SLIPWAY_RAY_MAX_REPLICAS is not"),
+        (
+            {"SLIPWAY_RAY_MIN_REPLICAS": "3", "SLIPWAY_RAY_MAX_REPLICAS": "2"},
+            "SLIPWAY_RAY_MIN_REPLICAS (3) must not be above SLIPWAY_RAY_MAX_REPLICAS (2)",
+        ),
+        ({"SLIPWAY_RAY_CPUS_PER_REPLICA": "0"}, "SLIPWAY_RAY_CPUS_PER_REPLICA must be a positive finite number"),
+        ({"SLIPWAY_RAY_CPUS_PER_REPLICA": "-1"}, "SLIPWAY_RAY_CPUS_PER_REPLICA must not be negative"),
+        ({"SLIPWAY_RAY_CPUS_PER_REPLICA": "inf"}, "SLIPWAY_RAY_CPUS_PER_REPLICA must be a positive finite number"),
+        ({"SLIPWAY_RAY_CPUS_PER_REPLICA": "nan"}, "SLIPWAY_RAY_CPUS_PER_REPLICA must not be negative"),
+        ({"SLIPWAY_RAY_CPUS_PER_REPLICA": "1.5"}, "SLIPWAY_RAY_CPUS_PER_REPLICA must be a whole number when above 1"),
+        ({"SLIPWAY_RAY_CPUS_PER_REPLICA": "one"}, "SLIPWAY_RAY_CPUS_PER_REPLICA must be a number"),
+        ({"SLIPWAY_RAY_GPUS_PER_REPLICA": "-0.5"}, "SLIPWAY_RAY_GPUS_PER_REPLICA must not be negative"),
+        ({"SLIPWAY_RAY_GPUS_PER_REPLICA": "2.5"}, "SLIPWAY_RAY_GPUS_PER_REPLICA must be a whole number when above 1"),
+    ],
+)
+def test_bad_engine_settings_name_the_variable(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        from_env({"STORAGE_URI": "/r", "SLIPWAY_ENGINE": "ray-serve", **env}, "m", tmp_path / "absent")
+    assert message in str(info.value)
+
+
+def test_whole_cpus_and_gpus_above_one_are_accepted(tmp_path: Path) -> None:
+    env = {"STORAGE_URI": "/r", "SLIPWAY_RAY_CPUS_PER_REPLICA": "2", "SLIPWAY_RAY_GPUS_PER_REPLICA": "1"}
+    ray = from_env(env, "m", tmp_path / "absent").ray
+    assert (ray.cpus_per_replica, ray.gpus_per_replica) == (2.0, 1.0)

@@ -109,3 +109,7 @@ def conditions_field() -> Any:
         json_schema_extra=CONDITIONS_LIST,
         max_length=16,
     )
+
+
+# The name of a Secret or ServiceAccount: a DNS-1123 subdomain.
+SECRET_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from .base import (
+    SECRET_NAME,
     ApiModel,
     Condition,
     StatusModel,
@@ -22,6 +23,10 @@ from .base import (
 DeploymentPhase = Literal["Pending", "Stable", "Progressing", "Paused", "RollingBack", "Degraded", "Failed"]
 StrategyType = Literal["Canary", "BlueGreen", "Direct"]
 AnalysisMetricName = Literal["error-rate", "latency-p95", "latency-p99", "prediction-mean-shift", "custom"]
+PredictorEngine = Literal["kserve", "ray-serve"]
+
+# A recorded spec.predictor in status: kept as written, read leniently (see predictor_of in reconcile).
+PRESERVED: dict[str, Any] = {"x-kubernetes-preserve-unknown-fields": True}
 
 RESOURCE_NAMES = ("cpu", "memory", "nvidia.com/gpu", "ephemeral-storage")
 
@@ -61,6 +66,49 @@ class OnlineFeatures(ApiModel):
     )
 
 
+class RayServeAutoscaling(ApiModel):
+    model_config = cel(
+        rule(
+            "self.minReplicas <= self.maxReplicas",
+            "spec.predictor.rayServe.autoscaling.minReplicas must be less than or equal to "
+            "spec.predictor.rayServe.autoscaling.maxReplicas",
+            ".minReplicas",
+        )
+    )
+
+    min_replicas: int = Field(1, ge=1, le=128, description="Fewest Ray Serve replicas in each predictor pod.")
+    max_replicas: int = Field(
+        ge=1, le=128, description="Most Ray Serve replicas in each predictor pod; at least minReplicas."
+    )
+
+
+class RayServe(ApiModel):
+    """How the ray-serve engine runs the model inside each predictor pod."""
+
+    replicas: int = Field(
+        2, ge=1, le=128, description="Ray Serve replicas of the model in each predictor pod (without autoscaling)."
+    )
+    autoscaling: RayServeAutoscaling | None = Field(
+        None, description="Let Ray Serve scale its replicas with load between minReplicas and maxReplicas."
+    )
+    cpus_per_replica: float = Field(1, gt=0, le=64, description="CPUs each replica reserves in Ray.")
+    gpus_per_replica: int = Field(0, ge=0, le=8, description="GPUs (nvidia.com/gpu) each replica reserves in Ray.")
+
+    @property
+    def most_replicas(self) -> int:
+        """What the pod must have room for."""
+        return self.autoscaling.max_replicas if self.autoscaling else self.replicas
+
+
+class Batching(ApiModel):
+    """Server-side batching: requests arriving together are scored as one batch."""
+
+    max_batch_size: int = Field(64, ge=1, le=4096, description="Most instances scored in one batch.")
+    max_wait_ms: float = Field(
+        2, ge=0, le=10000, description="Longest a request waits for others to fill its batch (milliseconds)."
+    )
+
+
 class Predictor(ApiModel):
     model_config = cel(
         rule(
@@ -70,16 +118,55 @@ class Predictor(ApiModel):
         )
     )
 
-    image: str = Field(description="Predictor container image (a KServe model server).", min_length=1, max_length=512)
+    image: str | None = Field(
+        None,
+        description="Predictor container image (a KServe model server); unset: the operator's default "
+        "(chart value images.predictor).",
+        min_length=1,
+        max_length=512,
+    )
     min_replicas: int = Field(1, ge=0, le=1000, description="Fewest replicas (0 allows scale to zero).")
     max_replicas: int = Field(1, ge=1, le=1000, description="Most replicas; at least minReplicas.")
     resources: Resources = Field(default_factory=Resources, description="Container resources.")
     features: OnlineFeatures | None = Field(None, description="Enrich requests with Feast online features.")
+    credentials_secret: str | None = Field(
+        None,
+        description="A Secret in the deployment's namespace whose keys become environment variables of the "
+        "model server, e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL to read an s3:// "
+        "version. Credentials are only ever referenced, never written in a spec.",
+        max_length=253,
+        pattern=SECRET_NAME,
+    )
+    service_account_name: str | None = Field(
+        None,
+        description="ServiceAccount of the model server pods; KServe's storage initializer reads object-store "
+        "credentials from the Secrets it references.",
+        max_length=253,
+        pattern=SECRET_NAME,
+    )
+    engine: PredictorEngine = Field(
+        "kserve",
+        description="kserve: one model-server process scores every request; ray-serve: the KServe front "
+        "hands batches to Ray Serve replicas of the model in the same pod.",
+    )
+    ray_serve: RayServe | None = Field(
+        None, description="Ray Serve settings, used when engine is ray-serve (allowed, and ignored, otherwise)."
+    )
+    batching: Batching = Field(default_factory=Batching, description="Server-side batching (both engines).")
+
+    @property
+    def ray_serve_settings(self) -> RayServe:
+        """rayServe as given, or its defaults."""
+        return self.ray_serve or RayServe()
+
+
+TrafficMode = Literal["gateway", "kserve"]
+DEFAULT_TRAFFIC: TrafficMode = "gateway"
+DEFAULT_PROMETHEUS_URL = "http://prometheus.monitoring:9090"
 
 
 class Prometheus(ApiModel):
     url: str = Field(
-        "http://prometheus.monitoring:9090",
         description="Prometheus base URL (http:// or https://) the analysis queries.",
         max_length=2048,
         json_schema_extra=uri_rule("spec.prometheus.url", ("http", "https")),
@@ -192,12 +279,21 @@ class ModelDeploymentSpec(ApiModel):
         ),
     )
     predictor: Predictor = Field(description="The model server.")
-    traffic: Literal["gateway", "kserve"] = Field(
-        "gateway",
-        description="gateway: two InferenceServices behind a Gateway API HTTPRoute; kserve: canaryTrafficPercent.",
+    traffic: TrafficMode | None = Field(
+        None,
+        description="gateway: two InferenceServices behind a Gateway API HTTPRoute; kserve: canaryTrafficPercent. "
+        "Unset: the operator's default (chart value traffic.backend, gateway unless changed).",
     )
-    prometheus: Prometheus = Field(default_factory=Prometheus, description="Where analysis metrics are read.")
+    prometheus: Prometheus | None = Field(
+        None,
+        description="Where analysis metrics are read; unset: the operator's default (chart value prometheus.url).",
+    )
     strategy: Strategy = Field(default_factory=Strategy, description="How a new version is rolled out.")
+
+    @property
+    def traffic_mode(self) -> TrafficMode:
+        """spec.traffic, or gateway where unset (the operator fills in its own default first)."""
+        return self.traffic or DEFAULT_TRAFFIC
 
 
 class AnalysisResult(StatusModel):
@@ -238,6 +334,18 @@ class ModelDeploymentStatus(StatusModel):
     step_started_at: str | None = Field(None, description="When the current weight took effect (RFC 3339).")
     last_analysis_at: str | None = Field(None, description="When the last measurement was taken (RFC 3339).")
     previous_version: int | None = Field(None, description="The former stable version, kept warm after a switch.")
+    stable_predictor: dict[str, Any] | None = Field(
+        None,
+        description="spec.predictor as the stable version serves it (all but the replica counts, which follow "
+        "the spec): recorded when a version is promoted, and kept while a rollout is under way so that "
+        "the stable version is not restarted with the candidate's settings.",
+        json_schema_extra=PRESERVED,
+    )
+    previous_predictor: dict[str, Any] | None = Field(
+        None,
+        description="stablePredictor of the former stable version, while it is kept warm.",
+        json_schema_extra=PRESERVED,
+    )
     scale_down_at: str | None = Field(None, description="When the former stable version is removed (RFC 3339).")
     rolled_back_version: int | None = Field(
         None, description="A rolled-back version, kept for inspection and not retried until the spec changes."

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from .base import (
     ARTIFACT_SCHEMES,
+    SECRET_NAME,
     ApiModel,
     Condition,
     StatusModel,
@@ -77,6 +78,14 @@ class Artifacts(ApiModel):
         max_length=2048,
         json_schema_extra=uri_rule("spec.artifacts.uri", ARTIFACT_SCHEMES),
     )
+    credentials_secret: str | None = Field(
+        None,
+        description="A Secret in the run's namespace whose keys become environment variables of the Ray head "
+        "and workers, e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL for s3://. Credentials "
+        "are only ever referenced, never written in a spec.",
+        max_length=253,
+        pattern=SECRET_NAME,
+    )
 
 
 class Evaluation(ApiModel):
@@ -107,7 +116,12 @@ class TrainingRunSpec(ApiModel):
         max_length=63,
         json_schema_extra=dns_label_rule("spec.model"),
     )
-    image: str = Field(description="Trainer container image.", min_length=1, max_length=512)
+    image: str | None = Field(
+        None,
+        description="Trainer container image; unset: the operator's default (chart value images.trainer).",
+        min_length=1,
+        max_length=512,
+    )
     entrypoint: str = Field(
         "pipelines.churn.train",
         description="Python module the RayJob runs (python -m ENTRYPOINT).",

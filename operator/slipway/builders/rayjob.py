@@ -50,8 +50,14 @@ def worker_resources(run: TrainingRunSpec) -> dict[str, dict[str, str]]:
 def build_rayjob(run_name: str, namespace: str, run: TrainingRunSpec, attempt: int) -> dict[str, Any]:
     """The RayJob for one attempt of a run; the handler adds the owner reference."""
     labels = {**MANAGED_BY, MODEL_LABEL: run.model, TRAINING_RUN_LABEL: run_name}
+    # Object-store credentials are referenced, never copied: the values stay in the Secret.
+    credentials = (
+        {"envFrom": [{"secretRef": {"name": run.artifacts.credentials_secret}}]}
+        if run.artifacts.credentials_secret
+        else {}
+    )
     worker_pod: dict[str, Any] = {
-        "containers": [{"name": "ray-worker", "image": run.image, "resources": worker_resources(run)}]
+        "containers": [{"name": "ray-worker", "image": run.image, "resources": worker_resources(run), **credentials}]
     }
     if run.scaling.gpus_per_worker > 0:
         worker_pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
@@ -79,6 +85,7 @@ def build_rayjob(run_name: str, namespace: str, run: TrainingRunSpec, attempt: i
                                     "name": "ray-head",
                                     "image": run.image,
                                     "resources": {"requests": HEAD_RESOURCES, "limits": HEAD_RESOURCES},
+                                    **credentials,
                                 }
                             ]
                         },

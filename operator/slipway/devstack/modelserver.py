@@ -1,5 +1,9 @@
 """One revision's model-server process (`python -m pipelines.predictor`), as a kubelet runs a pod:
 readiness probe, restarts with back-off after an exit, the tail of its log for status.
+
+A pod's processes end with the pod. Here a model server leads its own session, and what it starts
+(Ray's GCS, raylet and workers, for the ray-serve engine) stays in that session or below it:
+stopping a revision, or a server that exited, ends every one of them, as a container's cgroup would.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ from . import kserve
 log = logging.getLogger("slipway.devstack.serving")
 
 PROBE_PERIOD = 2.0  # seconds between readiness probes of a ready server
+# No start-up deadline (a kubelet has none without a startupProbe): a ray-serve server starts Ray and
+# its replicas first, 10-20 s here; the rollout's progressDeadline judges a server that never answers.
+# A pod's own Ray: without an address Ray joins any Ray found on the machine (the dev stack's
+# training Ray, another revision's), which a pod, with its own network and /tmp, never sees.
+POD_ENV = {"RAY_ADDRESS": "local"}
 FAILURE_THRESHOLD = 3  # failed probes in a row before a ready server counts as unready
 BACKOFF_START, BACKOFF_MAX = 5.0, 300.0  # restart delays of a server that exited, as a kubelet's
 
@@ -69,6 +78,44 @@ def alive(pid: int, started: str) -> bool:
     return fields[19] == started and fields[0] != "Z"
 
 
+def family(leader: int) -> set[tuple[int, str]]:
+    """Live processes (pid, start time) in `leader`'s session or descended from it, zombies excepted.
+
+    A session catches what was started and then orphaned (Ray's processes outlive a killed driver
+    for a moment); descent catches what left the session (setsid) while its parent lives.
+    """
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+    members = {pid for pid, fields in stats.items() if fields[3] == str(leader)}
+    children: dict[int, list[int]] = {}
+    for pid, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(pid)
+    todo = [leader, *members]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in members:
+                members.add(child)
+                todo.append(child)
+    return {(pid, stats[pid][19]) for pid in members if pid in stats and stats[pid][0] != "Z"}
+
+
+def signal_all(processes: set[tuple[int, str]], sig: signal.Signals) -> None:
+    for pid, started in processes:
+        if alive(pid, started):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+
+def _group(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
 class ModelServer:
     """One revision's model-server process, its readiness probe and its restarts."""
 
@@ -88,6 +135,8 @@ class ModelServer:
         self.failures = 0
         self.next_probe = 0.0
         self._log_offset = 0
+        self.started: str | None = None  # the process's start time: with its pid, it names it
+        self.seen: set[tuple[int, str]] = set()  # its processes and theirs, as last looked at
 
     @property
     def address(self) -> str:
@@ -101,11 +150,13 @@ class ModelServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         container = self.spec.container
         command = [sys.executable, "-m", self.module, *kserve.server_args(container, self.port, self.grpc_port)]
-        env = {**os.environ, **self.env, **kserve.container_env(container)}
+        env = {**os.environ, **POD_ENV, **self.env, **kserve.container_env(container)}
         with open(self.log_path, "ab") as out:
             self._log_offset = out.tell()
             out.write(f"--- {datetime.now(UTC).isoformat()} {' '.join(command)}\n".encode())
             self.proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.started = starttime(self.proc.pid)
+        self.seen = set()
         self.state = kserve.STARTING if self.state != kserve.FAILED else kserve.FAILED
         self.failures = 0
         self.next_probe = 0.0
@@ -137,6 +188,7 @@ class ModelServer:
                 self.state = kserve.UNREADY
 
     def _failed(self, code: int, now: float) -> None:
+        self._kill_family()  # what it started dies with it, as in a container; a restart starts afresh
         delay = min(BACKOFF_MAX, BACKOFF_START * 2**self.restarts)
         self.restarts += 1
         self.exit_code = code
@@ -166,16 +218,36 @@ class ModelServer:
     def view(self) -> kserve.RevisionState:
         return kserve.RevisionState(self.state, self.message, self.exit_code)
 
+    def processes(self) -> set[tuple[int, str]]:
+        """Its processes still alive: everything seen so far, and what is in its session now."""
+        # Its session id is its pid: looked up only while that pid is still its (alive, a zombie, or
+        # free), since a new process that got the pid would lead a session of its own.
+        if self.proc is not None and starttime(self.proc.pid) in (None, self.started):
+            self.seen |= family(self.proc.pid)
+        self.seen = {(pid, started) for pid, started in self.seen if alive(pid, started)}
+        return self.seen
+
     def terminate(self) -> None:
+        leader = self.proc.pid if self.proc else None
         if self.proc and self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
+        # Once each: a second SIGTERM makes a server (uvicorn) skip its graceful shutdown.
+        signal_all({p for p in self.processes() if _group(p[0]) != leader}, signal.SIGTERM)
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        self._kill_family()
+
+    def _kill_family(self) -> None:
+        signal_all(self.processes(), signal.SIGKILL)
+
+    def gone(self) -> bool:
+        """It and every process it started have exited."""
+        return (self.proc is None or self.proc.poll() is not None) and not self.processes()
 
     def release(self) -> None:
         """Its ports may be handed out again (once the process is gone)."""

@@ -25,7 +25,6 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -52,7 +51,7 @@ from .gateway import (
     route_status,
 )
 from .gateway import valid_hostname as _valid_host
-from .modelserver import ModelServer, RevisionSpec, alive, starttime
+from .modelserver import ModelServer, RevisionSpec, alive, family, signal_all, starttime
 from .prometheus import TARGETS_FILE, ScrapeTarget, write_targets
 
 log = logging.getLogger("slipway.devstack.serving")
@@ -154,10 +153,13 @@ class Executor:
             server.terminate()
         deadline = time.monotonic() + STOP_GRACE
         for server in servers:
-            if server.proc:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    server.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            # Each server and what it started (Ray's processes) get the grace period, then SIGKILL.
+            while not server.gone() and time.monotonic() < deadline:
+                time.sleep(0.1)
             server.kill()
+        for server in servers:
+            while not server.gone() and time.monotonic() < deadline + STOP_GRACE:
+                time.sleep(0.05)
         self.nginx.stop()
         write_targets(self.workdir / TARGETS_FILE, [])
         self.pid_path.unlink(missing_ok=True)
@@ -169,13 +171,15 @@ class Executor:
         owner = recorded.get("executor")
         if owner and owner[0] != os.getpid() and starttime(owner[0]) == owner[1]:
             raise RuntimeError(f"another serving executor (pid {owner[0]}) runs in {self.workdir}")
-        killed = []
+        killed: set[tuple[int, str]] = set()
         for pid, started in recorded.get("children", []):
             if starttime(pid) == started:
-                log.info("stopping pid %d, left over by an earlier executor", pid)
+                log.info("stopping pid %d, left over by an earlier executor, and what it started", pid)
+                processes = family(pid)  # each child leads its own session (Ray's processes in it too)
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)  # each child leads its own process group
-                killed.append((pid, started))
+                    os.killpg(pid, signal.SIGKILL)
+                signal_all(processes, signal.SIGKILL)
+                killed |= processes | {(pid, started)}
         # Gone means its ports are free again (a zombie holds none): the gateway reuses its port.
         deadline = time.monotonic() + 10
         while any(alive(pid, started) for pid, started in killed):
@@ -316,9 +320,9 @@ class Executor:
     def _reap(self, now: float) -> None:
         still: list[tuple[ModelServer, float]] = []
         for server, deadline in self.stopping:
-            if server.proc is not None and server.proc.poll() is None and now > deadline:
-                server.kill()
-            if server.proc is None or server.proc.poll() is not None:
+            if now > deadline and not server.gone():
+                server.kill()  # the server and whatever it started that outlived it
+            if server.gone():
                 server.release()
             else:
                 still.append((server, deadline))

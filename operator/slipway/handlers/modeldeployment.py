@@ -8,16 +8,16 @@ deadlines), so every path computes the same answer, under a per-deployment lock.
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import kopf
 
+from ..api.defaults import MissingField
 from ..api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from ..api.resources import DEPLOYMENT_LABEL, HTTP_ROUTES, INFERENCE_SERVICES, MODEL_DEPLOYMENTS
-from ..builders.httproute import Routing
 from ..prometheus import measure
+from ..reconcile import reasons
 from ..reconcile.analysis import QueryContext
 from ..reconcile.modeldeployment import Observed, Plan, plan_deployment
 from ..reconcile.rollout import Commands, analysis_due, analysis_of, commands_from, needs_ticks, rfc3339, traffic_of
@@ -35,13 +35,6 @@ class DeploymentRecord(NamedTuple):
     spec: dict[str, Any]
     status: dict[str, Any]
     commands: Commands
-
-
-def routing() -> Routing:
-    return Routing.parse(
-        os.environ.get("SLIPWAY_GATEWAY", "slipway-system/slipway-gateway"),
-        os.environ.get("SLIPWAY_INGRESS_DOMAIN", "example.com"),
-    )
 
 
 @kopf.index(*MODEL_DEPLOYMENTS.ref)
@@ -105,12 +98,22 @@ def reconcile_deployment(
         record: DeploymentRecord | None = next(iter(indexes["deployments"].get((namespace, name), [])), None)
         if record is None:
             return None
-        spec = ModelDeploymentSpec.model_validate(record.spec)
         # We are the status's only writer: what we last wrote is fresher than the index's view.
         # The deployment's own handlers start from the object itself, so a retried handler whose
         # earlier patch failed recomputes the status instead of trusting what was planned.
         uid = record.owner["metadata"]["uid"]
         known = record.status if patch is not None else memo.written.get(uid, record.status)
+        try:
+            spec = memo.defaults.deployment(ModelDeploymentSpec.model_validate(record.spec))
+        except MissingField as error:  # nothing can be built: say so, and leave traffic as it is
+            current = ModelDeploymentStatus.model_validate(known)
+            refused = current.model_copy(update={"reason": reasons.INVALID_SPEC, "message": str(error)})
+            changes = status_patch(known, refused)
+            if changes:
+                memo.kube.patch_status(MODEL_DEPLOYMENTS, namespace, name, changes)
+                memo.written[uid] = refused.model_dump(by_alias=True, exclude_none=True)
+                announce(record.owner, True, reasons.INVALID_SPEC, str(error))
+            return None
         current = ModelDeploymentStatus.model_validate(known)
         versions = list(indexes["model_versions"].get((namespace, spec.model), []))
         isvcs = {i["metadata"]["name"]: i for i in indexes["inference_services"].get((namespace, name), [])}
@@ -123,6 +126,7 @@ def reconcile_deployment(
             context = QueryContext(
                 namespace, spec.model, current.candidate_version, current.stable_version, settings.interval
             )
+            assert spec.prometheus is not None  # filled in with the operator's default
             analysis = measure(spec.prometheus.url, settings.metrics, context, rfc3339(now))
         plan = plan_deployment(
             name,
@@ -133,7 +137,7 @@ def reconcile_deployment(
             Observed(isvcs, route),
             record.generation,
             now,
-            routing(),
+            memo.routing,
             analysis,
             record.commands,
         )

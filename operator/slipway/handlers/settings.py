@@ -13,6 +13,8 @@ import prometheus_client
 from kubernetes.client import CustomObjectsApi, VersionApi
 from kubernetes.client.exceptions import ApiException
 
+from ..api.defaults import OperatorDefaults
+from ..builders.httproute import Routing
 from ..kube import Kube
 
 PEERING_NAME = "slipway"
@@ -49,6 +51,12 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
     if metrics_port:
         prometheus_client.start_http_server(int(metrics_port))
     memo.kube = Kube.connect(pool_size=HANDLER_THREADS)
+    # The platform team's defaults and routing (chart values), read once: a bad value stops start-up.
+    memo.defaults = OperatorDefaults.from_env(os.environ)
+    memo.routing = Routing.parse(
+        os.environ.get("SLIPWAY_GATEWAY", "slipway-system/slipway-gateway"),
+        os.environ.get("SLIPWAY_INGRESS_DOMAIN", "example.com"),
+    )
     memo.locks = defaultdict(threading.Lock)
     memo.written = {}  # uid -> the status we last wrote
     if settings.peering.mandatory:

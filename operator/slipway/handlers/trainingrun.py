@@ -7,12 +7,14 @@ from typing import Any, NamedTuple
 
 import kopf
 
+from ..api.defaults import MissingField
 from ..api.resources import RAY_JOBS, TRAINING_RUN_LABEL, TRAINING_RUNS
 from ..api.trainingrun import TrainingRunSpec, TrainingRunStatus
 from ..builders.rayjob import build_rayjob
+from ..reconcile import reasons
 from ..reconcile.conditions import now_rfc3339
 from ..reconcile.status import status_patch
-from ..reconcile.trainingrun import rayjob_outcome, training_status
+from ..reconcile.trainingrun import rayjob_outcome, refused_status, training_status
 from .events import announce, reference
 from .metrics import counted, observe_training_run
 from .training_finish import finish
@@ -60,7 +62,15 @@ def start(
         known = memo.written.get(meta["uid"], dict(status))
         if TrainingRunStatus.model_validate(known).phase in FINISHED:
             return  # never resubmit a finished run (its RayJob may be gone after its TTL)
-        run = TrainingRunSpec.model_validate(dict(spec))
+        try:
+            run = memo.defaults.run(TrainingRunSpec.model_validate(dict(spec)))
+        except MissingField as error:  # nothing to submit: the run fails, naming the field
+            current = TrainingRunStatus.model_validate(known)
+            refused = refused_status(current, str(error), meta.get("generation"), now_rfc3339())
+            memo.kube.patch_status(TRAINING_RUNS, ns, name, status_patch(known, refused))
+            memo.written[meta["uid"]] = refused.model_dump(by_alias=True, exclude_none=True)
+            announce(owner, True, reasons.INVALID_SPEC, str(error))
+            return
         attempt = TrainingRunStatus.model_validate(known).attempt
         rayjob = build_rayjob(name, ns, run, attempt)
         kopf.adopt(rayjob, owner=body)
@@ -112,7 +122,7 @@ def lift_rayjob_status(
         current = TrainingRunStatus.model_validate(known)
         if current.ray_job.name != body["metadata"]["name"] or current.phase in FINISHED:
             return  # an older attempt's job, or the run is done
-        run = TrainingRunSpec.model_validate(record.spec)
+        run = memo.defaults.run(TrainingRunSpec.model_validate(record.spec))
         advance(memo, ns, run_name, record.owner, run, known, current.ray_job.name, body, record.generation, kwargs)
 
 

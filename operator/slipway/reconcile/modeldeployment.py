@@ -4,6 +4,8 @@ traffic: gateway -> one InferenceService per version in play (`<name>-v<N>`, Raw
 one HTTPRoute `<name>` splitting over them by weight; a version is in effect once a Gateway has
 accepted the route's generation. traffic: kserve -> one InferenceService `<name>` whose
 `canaryTrafficPercent` splits between its spec's revision and KServe's last rolled-out one.
+Each version's InferenceService is built with the predictor settings that version runs with
+(see predictors): during a rollout the stable version keeps its own.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ..api.resources import VERSION_LABEL
 from ..builders.httproute import Routing, build_httproute, hostname, route_accepted, route_weights
 from ..builders.inferenceservice import build_inferenceservice, inferenceservice_name, predictor_service
 from .conditions import set_condition
+from .predictors import predictor_of
 from .rollout import Commands, Endpoint, Event, Observation, Traffic, advance, rfc3339
 from .versions import resolve_version
 
@@ -79,7 +82,7 @@ def observe(
         version = _version_of(isvc)
         if version is not None:
             endpoints[version] = Endpoint(*isvc_serves(isvc, version))
-    if spec.traffic == "gateway":
+    if spec.traffic_mode == "gateway":
         route = observed.route
         if route is None or not route_accepted(route):
             return Seen(endpoints, None, "")
@@ -113,11 +116,18 @@ def desired_children(
     versions: Mapping[int, ModelVersionSpec],
     routing: Routing,
 ) -> tuple[list[dict[str, Any]], frozenset[str], bool]:
-    if spec.traffic == "gateway":
+    if spec.traffic_mode == "gateway":
         weights = traffic.weights()
         backends = {inferenceservice_name(name, spec, v): w for v, w in weights.items()}
         children = [
-            build_inferenceservice(inferenceservice_name(name, spec, v), namespace, name, spec, versions[v])
+            build_inferenceservice(
+                inferenceservice_name(name, spec, v),
+                namespace,
+                name,
+                spec,
+                versions[v],
+                predictor_settings=predictor_of(spec, status, v),
+            )
             for v in sorted(weights)
             if v in versions  # a deleted ModelVersion's InferenceService is left as it is
         ]
@@ -134,7 +144,10 @@ def desired_children(
         serve = traffic.stable
     if serve is None or serve not in versions:
         return [], frozenset({name}), False
-    return [build_inferenceservice(name, namespace, name, spec, versions[serve], percent)], frozenset({name}), False
+    # The candidate's revision gets the spec's settings; KServe keeps the stable one's as it was.
+    predictor = predictor_of(spec, status, serve)
+    isvc = build_inferenceservice(name, namespace, name, spec, versions[serve], percent, predictor)
+    return [isvc], frozenset({name}), False
 
 
 def _was_promoted(status: ModelDeploymentStatus) -> bool:

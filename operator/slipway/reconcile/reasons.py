@@ -7,6 +7,7 @@ RAYJOB_RUNNING = "RayJobRunning"
 RAYJOB_SUCCEEDED = "RayJobSucceeded"
 RAYJOB_FAILED = "RayJobFailed"
 DEADLINE_EXCEEDED = "DeadlineExceeded"
+INVALID_SPEC = "InvalidSpec"  # a field the operator needs is unset and has no default
 
 # ModelDeployment
 VERSION_NOT_FOUND = "ModelVersionNotFound"

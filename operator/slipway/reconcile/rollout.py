@@ -27,6 +27,7 @@ from ..api.resources import PAUSED_ANNOTATION, ROLLOUT_REQUEST_PREFIX, ROLLOUT_V
 from . import reasons
 from .analysis import overall
 from .conditions import set_condition
+from .predictors import record_predictor
 
 DRAIN_SECONDS = 30  # a replaced version stays up this long after the switch, for requests in flight
 HISTORY_LIMIT = 20
@@ -154,6 +155,7 @@ def advance(
     tick.settle_target()
     tick.progress()
     tick.scale_down()
+    tick.record_predictors()
     return tick.finish()
 
 
@@ -402,13 +404,14 @@ class _Tick:
     # -- outcomes ----------------------------------------------------------------------------------
     def promote(self, candidate: int, why: str) -> None:
         st = self.st
-        old = st.stable_version
+        old, old_predictor = st.stable_version, st.stable_predictor
         self.history(candidate, "Promoted", why)
         st.stable_version = candidate
+        st.stable_predictor = record_predictor(self.spec.predictor)  # what the candidate ran with
         self.clear_candidate()
         if old is not None and old != candidate:
             delay = self.spec.strategy.blue_green.scale_down_delay if self.spec.strategy.type == "BlueGreen" else None
-            st.previous_version = old
+            st.previous_version, st.previous_predictor = old, old_predictor
             st.scale_down_at = rfc3339(self.now + timedelta(seconds=seconds(delay) if delay else DRAIN_SECONDS))
         self.event(False, reasons.PROMOTED, f"version {candidate} {why}; it serves all traffic")
         self.state("Stable", reasons.PROMOTED, f"serving version {candidate} ({why})")
@@ -441,6 +444,7 @@ class _Tick:
         self.history(bad, "RolledBack", f"{reasons.ABORTED}: aborted by a user after promotion")
         st.rolled_back_version, st.rolled_back_generation = bad, self.generation
         st.stable_version, st.previous_version, st.scale_down_at = good, None, None
+        st.stable_predictor, st.previous_predictor = st.previous_predictor, None
         self.event(True, reasons.ABORTED, f"switched back to version {good}; version {bad} aborted by a user")
         self.state("RollingBack", reasons.ABORTED, f"version {bad} aborted by a user; switching back to version {good}")
 
@@ -463,6 +467,15 @@ class _Tick:
         st = self.st
         if st.scale_down_at is not None and self.now >= parse_time(st.scale_down_at):
             st.previous_version = st.scale_down_at = None
+        if st.previous_version is None:
+            st.previous_predictor = None
+
+    def record_predictors(self) -> None:
+        """The stable version's settings follow the spec only while the spec asks for it (see
+        predictors): during a rollout, and after a rollback, it keeps what it was promoted with."""
+        st = self.st
+        if st.stable_version is not None and st.candidate_version is None and self.obs.target == st.stable_version:
+            st.stable_predictor = record_predictor(self.spec.predictor)
 
     # -- conditions --------------------------------------------------------------------------------
     def finish(self) -> Decision:

@@ -89,3 +89,17 @@ def training_status(
             "message": outcome.message,
         }
     )
+
+
+def refused_status(current: TrainingRunStatus, message: str, generation: int | None, now: str) -> TrainingRunStatus:
+    """A run that cannot start (a field unset with no default): Failed, with the field named."""
+    conditions = set_condition(current.conditions, "Failed", "True", reasons.INVALID_SPEC, message, generation, now)
+    return current.model_copy(
+        update={
+            "phase": "Failed",
+            "observed_generation": generation,
+            "conditions": conditions,
+            "completion_time": now,
+            "message": message,
+        }
+    )

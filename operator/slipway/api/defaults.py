@@ -1,0 +1,75 @@
+"""What the operator fills in where a resource leaves a field unset: the platform team's choices.
+
+The Helm chart passes its values (images.trainer, images.predictor, prometheus.url, traffic.backend)
+as SLIPWAY_* environment variables; a resource that sets the field itself always wins. They are
+filled in when the operator reads a spec, so the builders and the rollout engine only ever see a
+complete one, and a field with neither value is an error that names it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import get_args
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .modeldeployment import (
+    DEFAULT_PROMETHEUS_URL,
+    DEFAULT_TRAFFIC,
+    ModelDeploymentSpec,
+    Prometheus,
+    TrafficMode,
+)
+from .trainingrun import TrainingRunSpec
+
+ENV = {
+    "trainer_image": "SLIPWAY_TRAINER_IMAGE",
+    "predictor_image": "SLIPWAY_PREDICTOR_IMAGE",
+    "prometheus_url": "SLIPWAY_PROMETHEUS_URL",
+    "traffic": "SLIPWAY_TRAFFIC",
+}
+
+
+class MissingField(ValueError):
+    """A required field is unset and the operator has no default for it; the message names both."""
+
+
+class OperatorDefaults(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    trainer_image: str = Field("", description="Default spec.image of a TrainingRun ('' = none).")
+    predictor_image: str = Field("", description="Default spec.predictor.image of a ModelDeployment ('' = none).")
+    prometheus_url: str = Field(DEFAULT_PROMETHEUS_URL, pattern=r"^https?://\S+$")
+    traffic: TrafficMode = DEFAULT_TRAFFIC
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> OperatorDefaults:
+        """From SLIPWAY_* variables; a bad one raises ValueError naming the variable."""
+        given = {field: env[var].strip() for field, var in ENV.items() if env.get(var, "").strip()}
+        if given.get("traffic", DEFAULT_TRAFFIC) not in get_args(TrafficMode):
+            raise ValueError(f"{ENV['traffic']} must be one of {get_args(TrafficMode)}, got {given['traffic']!r}")
+        url = given.get("prometheus_url", DEFAULT_PROMETHEUS_URL)
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"{ENV['prometheus_url']} must be an http:// or https:// URL, got {url!r}")
+        return cls.model_validate(given)
+
+    def run(self, spec: TrainingRunSpec) -> TrainingRunSpec:
+        if spec.image:
+            return spec
+        if not self.trainer_image:
+            raise MissingField("spec.image is not set and the operator has no default trainer image (images.trainer)")
+        return spec.model_copy(update={"image": self.trainer_image})
+
+    def deployment(self, spec: ModelDeploymentSpec) -> ModelDeploymentSpec:
+        image = spec.predictor.image or self.predictor_image
+        if not image:
+            raise MissingField(
+                "spec.predictor.image is not set and the operator has no default predictor image (images.predictor)"
+            )
+        return spec.model_copy(
+            update={
+                "predictor": spec.predictor.model_copy(update={"image": image}),
+                "traffic": spec.traffic or self.traffic,
+                "prometheus": spec.prometheus or Prometheus(url=self.prometheus_url),
+            }
+        )
