@@ -235,8 +235,8 @@ INVALID: list[Case] = [
     ),
     (
         "zero CPUs per ray replica",
-        lambda: edit(MD, "spec.predictor.rayServe", {"cpusPerReplica": 0}),
-        ["spec.predictor.rayServe.cpusPerReplica", "greater than 0"],
+        lambda: edit(MD, "spec.predictor.rayServe", {"cpusPerReplica": 0.0005}),
+        ["spec.predictor.rayServe.cpusPerReplica", "greater than or equal to 0.001"],
     ),
     (
         "negative GPUs per ray replica",

@@ -91,7 +91,10 @@ class RayServe(ApiModel):
     autoscaling: RayServeAutoscaling | None = Field(
         None, description="Let Ray Serve scale its replicas with load between minReplicas and maxReplicas."
     )
-    cpus_per_replica: float = Field(1, gt=0, le=64, description="CPUs each replica reserves in Ray.")
+    # A millicore at least: the finest CPU Kubernetes can grant (Ray's own floor is 0.0001).
+    cpus_per_replica: float = Field(
+        1, ge=0.001, le=64, description="CPUs each replica reserves in Ray (fractions allowed, at least 0.001)."
+    )
     gpus_per_replica: int = Field(0, ge=0, le=8, description="GPUs (nvidia.com/gpu) each replica reserves in Ray.")
 
     @property
