@@ -339,6 +339,19 @@ class Server:
 
 
 @contextmanager
+def running(started: dict[str, Server]) -> Iterator[None]:
+    """Start the servers one at a time (start-up is CPU-bound on 2 cores); stop them all after."""
+    try:
+        for server in started.values():
+            server.start()
+            server.wait_ready()
+        yield
+    finally:
+        for server in started.values():
+            server.stop()
+
+
+@contextmanager
 def servers(workdir: Path, run_dir: Path, feast: Path) -> Iterator[dict[str, Server]]:
     from slipway.controlplane.server import free_port
 
@@ -366,14 +379,8 @@ def servers(workdir: Path, run_dir: Path, feast: Path) -> Iterator[dict[str, Ser
             ours("predictor+feast", True),
         )
     }
-    try:
-        for server in started.values():  # one at a time: start-up is CPU-bound on 2 cores
-            server.start()
-            server.wait_ready()
+    with running(started):
         yield started
-    finally:
-        for server in started.values():
-            server.stop()
 
 
 # --- engines (issue 7): kserve in one process, KServe's own 2 workers, ray-serve with 2 replicas ---
@@ -419,14 +426,8 @@ def engine_servers(workdir: Path, run_dir: Path) -> Iterator[dict[str, Server]]:
             predictor(RAY_SERVE, SLIPWAY_ENGINE="ray-serve", SLIPWAY_RAY_REPLICAS="2"),
         )
     }
-    try:
-        for server in started.values():  # one at a time: start-up is CPU-bound on 2 cores
-            server.start()
-            server.wait_ready()
+    with running(started):
         yield started
-    finally:
-        for server in started.values():
-            server.stop()
 
 
 def forward_cost(model: Any, rows: Any) -> dict[str, float]:

@@ -22,29 +22,13 @@ from kubernetes import client, config
 from slipway.devstack.modelserver import alive, family
 from slipway.devstack.stack import NAMESPACE, DevStack
 from slipway.devstack.traffic import LoadGenerator
-from tests.e2e.test_serving_e2e import GROUP, VERSION, md_status, prometheus, until
+from tests.e2e.rollouts import GROUP, HOST, VERSION, canary, md_status, prometheus, register, until
 from tests.support import wait_for, write_model_run
 
 pytestmark = pytest.mark.e2e
-HOST = f"churn.{NAMESPACE}.example.com"
 ISVC = ("serving.kserve.io", "v1beta1", "inferenceservices")
 RAY_START_TIMEOUT = 180  # Ray and its replicas start in 10-20 s here; more on a loaded machine
-CANARY: dict[str, Any] = {
-    "type": "Canary",
-    "progressDeadline": f"{RAY_START_TIMEOUT}s",
-    "canary": {
-        "steps": [{"weight": 25, "pause": "2s"}, {"weight": 50, "pause": "2s"}],
-        "analysis": {
-            "interval": "3s",
-            "failureLimit": 1,
-            "metrics": [
-                {"name": "error-rate", "max": 0.05},
-                {"name": "latency-p95", "max": 1.0},
-                {"name": "prediction-mean-shift", "max": 0.15},
-            ],
-        },
-    },
-}
+CANARY = canary(progress_deadline=f"{RAY_START_TIMEOUT}s")
 RAY_SERVE = {"image": "local-dev", "engine": "ray-serve", "rayServe": {"replicas": 2}}
 
 
@@ -59,16 +43,9 @@ def api(stack: DevStack) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(config.new_client_from_config(str(stack.kubeconfig)))
 
 
-def register(stack: DevStack, api: client.CustomObjectsApi, number: int) -> None:
+def register_model(stack: DevStack, api: client.CustomObjectsApi, number: int) -> None:
     """Version `number`: the same small model each time (seed 1), registered by hand."""
-    run = write_model_run(stack.artifacts / "runs" / f"churn-{number}", seed=1)
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ModelVersion",
-        "metadata": {"name": f"churn-v{number}", "namespace": NAMESPACE},
-        "spec": {"model": "churn", "version": number, "uri": f"file://{run}/", "format": "torchscript"},
-    }
-    api.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "modelversions", body)
+    register(api, number, write_model_run(stack.artifacts / "runs" / f"churn-{number}", seed=1))
 
 
 def isvc(api: client.CustomObjectsApi, name: str) -> dict[str, Any] | None:
@@ -117,7 +94,7 @@ def cmdline(pid: int) -> bytes:
 @pytest.fixture(scope="module")
 def load(stack: DevStack, api: client.CustomObjectsApi) -> Iterator[LoadGenerator]:
     """Version 1 serving on kserve, with steady traffic through the gateway."""
-    register(stack, api, 1)
+    register_model(stack, api, 1)
     deployment = stack.model_deployment(strategy=CANARY, features=False)
     deployment["spec"]["version"] = 1  # type: ignore[index]
     api.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "modeldeployments", deployment)
@@ -133,7 +110,7 @@ def test_a_canary_onto_ray_serve_is_promoted_and_leaves_the_stable_version_as_it
     v1 = isvc(api, "churn-v1")
     assert v1 is not None and engine_of(v1) == "kserve"
     generation = v1["metadata"]["generation"]
-    register(stack, api, 2)
+    register_model(stack, api, 2)
     patch = {"spec": {"version": 2, "predictor": RAY_SERVE}}
     api.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "modeldeployments", "churn", patch)
 

@@ -27,30 +27,23 @@ from kubernetes import client, config
 
 from slipway.devstack.stack import NAMESPACE, DevStack
 from slipway.devstack.traffic import LoadGenerator
+from tests.e2e.rollouts import (
+    GROUP,
+    HOST,
+    INTERVAL,
+    ROLLOUT_TIMEOUT,
+    VERSION,
+    canary,
+    md_status,
+    prometheus,
+    register,
+    until,
+)
 from tests.support import wait_for
 
 pytestmark = pytest.mark.e2e
-GROUP, VERSION = "slipway.dev", "v1alpha1"
 TRAIN_TIMEOUT = 600
-ROLLOUT_TIMEOUT = 180
-HOST = f"churn.{NAMESPACE}.example.com"
-INTERVAL = 3  # seconds between measurements
-CANARY = {
-    "type": "Canary",
-    "progressDeadline": "120s",
-    "canary": {
-        "steps": [{"weight": 25, "pause": "2s"}, {"weight": 50, "pause": "2s"}],
-        "analysis": {
-            "interval": f"{INTERVAL}s",
-            "failureLimit": 1,
-            "metrics": [
-                {"name": "error-rate", "max": 0.05},
-                {"name": "latency-p95", "max": 1.0},
-                {"name": "prediction-mean-shift", "max": 0.15},
-            ],
-        },
-    },
-}
+CANARY = canary(progress_deadline="120s")
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +55,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
 @pytest.fixture(scope="module")
 def api(stack: DevStack) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(config.new_client_from_config(str(stack.kubeconfig)))
-
-
-def md_status(api: client.CustomObjectsApi) -> dict[str, Any]:
-    md = api.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "modeldeployments", "churn")
-    return md.get("status") or {}
 
 
 def model_version(api: client.CustomObjectsApi, number: int) -> dict[str, Any] | None:
@@ -98,40 +86,16 @@ def register_faulty(stack: DevStack, api: client.CustomObjectsApi, number: int, 
         check=True,
         cwd=Path(__file__).resolve().parents[2],
     )
-    body = {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ModelVersion",
-        "metadata": {"name": f"churn-v{number}", "namespace": NAMESPACE},
-        "spec": {"model": "churn", "version": number, "uri": f"file://{out}/", "format": "torchscript"},
-    }
-    api.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "modelversions", body)
+    register(api, number, out)
 
 
 def run_dir(mv: dict[str, Any]) -> str:
     return str(mv["spec"]["uri"]).removeprefix("file://")
 
 
-def until(api: client.CustomObjectsApi, what: str, timeout: float = ROLLOUT_TIMEOUT, **fields: Any) -> dict[str, Any]:
-    seen: list[tuple[Any, Any, Any]] = []
-
-    def probe() -> dict[str, Any] | None:
-        status = md_status(api)
-        seen.append((status.get("phase"), status.get("step"), status.get("canaryWeight")))
-        return status if all(status.get(k) == v for k, v in fields.items()) else None
-
-    return wait_for(probe, timeout=timeout, interval=0.5, what=what)
-
-
 def weights(api: client.CustomObjectsApi) -> dict[str, int]:
     route = api.get_namespaced_custom_object("gateway.networking.k8s.io", "v1", NAMESPACE, "httproutes", "churn")
     return {ref["name"]: ref["weight"] for ref in route["spec"]["rules"][0]["backendRefs"]}
-
-
-def prometheus(stack: DevStack, query: str) -> list[dict[str, Any]]:
-    url = f"{stack.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": query})
-    with urllib.request.urlopen(url, timeout=5) as response:
-        result: list[dict[str, Any]] = json.loads(response.read())["data"]["result"]
-    return result
 
 
 def served(stack: DevStack, version: int) -> float:

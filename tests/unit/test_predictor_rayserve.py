@@ -22,6 +22,8 @@ from pipelines.predictor.scorer import BatchScorer, Computed, LocalCompute
 from pipelines.predictor.settings import RaySettings, Settings
 from prometheus_client import REGISTRY
 
+from tests.unit.models import Poisoned
+
 N_FEATURES = 3
 _models = itertools.count()
 
@@ -73,20 +75,6 @@ def test_ray_init_holds_exactly_the_most_replicas_resources() -> None:
 )
 def test_gpus_needed(ray: RaySettings, gpus: int) -> None:
     assert rayserve.gpus_needed(ray) == gpus
-
-
-class Poisoned(torch.nn.Module):
-    """The churn MLP, raising for any value above 1e6 (a request that breaks the model)."""
-
-    def __init__(self, inner: torch.nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if bool((x > 1e6).any()):
-            raise RuntimeError("poisoned input")
-        out: torch.Tensor = self.inner(x)
-        return out
 
 
 def compute() -> LocalCompute:

@@ -1,0 +1,73 @@
+"""What the dev-stack rollout e2e modules share: the churn ModelDeployment's status, a canary with
+analysis, ModelVersions registered by hand, and Prometheus queries."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from slipway.devstack.stack import NAMESPACE, DevStack
+from tests.support import wait_for
+
+GROUP, VERSION = "slipway.dev", "v1alpha1"
+ROLLOUT_TIMEOUT = 180
+HOST = f"churn.{NAMESPACE}.example.com"
+INTERVAL = 3  # seconds between measurements
+
+
+def canary(progress_deadline: str) -> dict[str, Any]:
+    """Two short steps, each passing only on a measurement of error rate, latency and drift."""
+    return {
+        "type": "Canary",
+        "progressDeadline": progress_deadline,
+        "canary": {
+            "steps": [{"weight": 25, "pause": "2s"}, {"weight": 50, "pause": "2s"}],
+            "analysis": {
+                "interval": f"{INTERVAL}s",
+                "failureLimit": 1,
+                "metrics": [
+                    {"name": "error-rate", "max": 0.05},
+                    {"name": "latency-p95", "max": 1.0},
+                    {"name": "prediction-mean-shift", "max": 0.15},
+                ],
+            },
+        },
+    }
+
+
+def md_status(api: client.CustomObjectsApi) -> dict[str, Any]:
+    md = api.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "modeldeployments", "churn")
+    return md.get("status") or {}
+
+
+def until(api: client.CustomObjectsApi, what: str, timeout: float = ROLLOUT_TIMEOUT, **fields: Any) -> dict[str, Any]:
+    """Polls the churn ModelDeployment's status until every field has the given value."""
+
+    def probe() -> dict[str, Any] | None:
+        status = md_status(api)
+        return status if all(status.get(k) == v for k, v in fields.items()) else None
+
+    return wait_for(probe, timeout=timeout, interval=0.5, what=what)
+
+
+def register(api: client.CustomObjectsApi, number: int, run: Path) -> None:
+    """ModelVersion `number` of churn, served from the model run in `run`, registered by hand."""
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelVersion",
+        "metadata": {"name": f"churn-v{number}", "namespace": NAMESPACE},
+        "spec": {"model": "churn", "version": number, "uri": f"file://{run}/", "format": "torchscript"},
+    }
+    api.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "modelversions", body)
+
+
+def prometheus(stack: DevStack, query: str) -> list[dict[str, Any]]:
+    url = f"{stack.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    with urllib.request.urlopen(url, timeout=5) as response:
+        result: list[dict[str, Any]] = json.loads(response.read())["data"]["result"]
+    return result
