@@ -364,10 +364,10 @@ def run_devstack(workdir: Path, customers: int, hp: dict[str, str], runs: int, k
     started = time.time()
     with BenchStack(workdir / "dev") as stack:
         up_seconds = time.time() - started
-        from ray.job_submission import JobSubmissionClient  # after LocalRay.start set RAY_AUTH_MODE=token
+        from ray.job_submission import JobSubmissionClient
 
         api = client.CustomObjectsApi(kubeconfig.new_client_from_config(str(stack.kubeconfig)))
-        jobs = JobSubmissionClient(stack.ray.address)
+        jobs = JobSubmissionClient(stack.ray.address, headers=stack.ray.headers)
         operator_log = stack.workdir / "operator.log"
         deadline = time.monotonic() + 120
         while "Initial authentication has finished" not in operator_log.read_text(errors="replace"):

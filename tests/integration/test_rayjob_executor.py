@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 def executor(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Executor]:
     ray = LocalRay(tmp_path_factory.mktemp("ray") / "ray.log", num_cpus=2)
     ray.start()
-    runner = Executor(cluster.custom, ray.address, {"SLIPWAY_TEST": "from-executor"})
+    runner = Executor(cluster.custom, ray.address, {"SLIPWAY_TEST": "from-executor"}, headers=ray.headers)
     stop = threading.Event()
 
     def loop() -> None:

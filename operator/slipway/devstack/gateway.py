@@ -362,8 +362,9 @@ class Nginx:
             log.exception("refusing a configuration nginx does not accept")
             return False
         self.conf.write_text(config)
+        old_workers = self._workers()
         self.proc.send_signal(signal.SIGHUP)
-        self._await(config_version(config), timeout)
+        self._await(config_version(config), timeout, old_workers)
         self.applied = config
         return True
 
@@ -374,8 +375,8 @@ class Nginx:
         if result.returncode != 0:
             raise RuntimeError(f"nginx -t: {result.stderr.strip()}")
 
-    def _await(self, version: str, timeout: float) -> None:
-        """Until several fresh connections in a row get the new version (old workers have stopped accepting)."""
+    def _await(self, version: str, timeout: float, old_workers: frozenset[int] = frozenset()) -> None:
+        """Until fresh connections get the new version and every worker from before the reload has exited."""
         deadline = time.monotonic() + timeout
         streak = 0
         while streak < 3:
@@ -386,30 +387,30 @@ class Nginx:
             streak = streak + 1 if self.served_version() == version else 0
             if streak == 0:
                 time.sleep(0.05)
-        # Until the old workers have exited: one still finishing its connections may accept a
-        # fresh one in the meantime and route it by the old weights.
-        while self._old_workers():
+        # Until the old workers have exited: one still finishing its connections, or one that has
+        # not yet had the master's signal to stop, may accept a fresh connection and route it by the
+        # old weights. Known by pid from before the reload: their title changes too late to tell.
+        while old_workers & self._workers():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nginx's old workers did not exit within {timeout}s")
             time.sleep(0.05)
 
-    def _old_workers(self) -> int:
-        """nginx workers of this master still shutting down (they retitle themselves so)."""
+    def _workers(self) -> frozenset[int]:
+        """The pids of this master's children (its workers)."""
         if self.proc is None:
-            return 0
-        count = 0
+            return frozenset()
+        found = set()
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
             try:
                 stat = (entry / "stat").read_text()
-                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue  # gone meanwhile
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            if parent == self.proc.pid and "shutting down" in title:
-                count += 1
-        return count
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[1]) == self.proc.pid and fields[0] != "Z":  # a zombie has stopped accepting
+                found.add(int(entry.name))
+        return frozenset(found)
 
     def served_version(self) -> str | None:
         try:

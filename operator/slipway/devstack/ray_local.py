@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -15,7 +16,13 @@ from ..controlplane.server import free_port
 
 
 class LocalRay:
-    """`ray start --head --block` as a child process: stopping it stops this Ray, no other."""
+    """`ray start --head --block` as a child process: stopping it stops this Ray, no other.
+
+    It runs with token auth and a token of its own. Clients get it explicitly (`env` for child
+    processes, `headers` for clients in this process) rather than through this process's
+    environment: Ray reads RAY_AUTH_MODE into a cache at import, so setting it here later would be
+    seen by some clients and not others.
+    """
 
     def __init__(self, log_path: Path, num_cpus: int | None = None) -> None:
         self.log_path = log_path
@@ -23,15 +30,26 @@ class LocalRay:
         self.dashboard_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.temp_dir = tempfile.mkdtemp(prefix="sr-", dir="/tmp")  # short: Ray's socket paths are bounded
+        self.token = secrets.token_hex(32)
+        self.token_path = Path(self.temp_dir) / "auth_token"
 
     @property
     def address(self) -> str:
         return f"http://127.0.0.1:{self.dashboard_port}"
 
+    @property
+    def env(self) -> dict[str, str]:
+        """What a process started later needs to be a client of this Ray (Ray's jobs inherit it)."""
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token_path)}
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers for a JobSubmissionClient of this Ray in this process."""
+        return {"Authorization": f"Bearer {self.token}"}
+
     def start(self, timeout: float = 120) -> None:
-        # Ray's servers default to token auth while its clients need telling; say it once for this
-        # process and its children (the executor, the job drivers), which read ~/.ray/auth_token.
-        os.environ["RAY_AUTH_MODE"] = "token"
+        self.token_path.touch(mode=0o600)
+        self.token_path.write_text(self.token)
         ray = Path(sys.executable).with_name("ray")
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
@@ -55,6 +73,7 @@ class LocalRay:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
             start_new_session=True,
         )
         from ray.job_submission import JobSubmissionClient
@@ -63,8 +82,8 @@ class LocalRay:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ray start exited with {self.proc.returncode}; see {self.log_path}")
-            try:  # Ray's own client: it carries the cluster's auth token (~/.ray/auth_token)
-                JobSubmissionClient(self.address).list_jobs()
+            try:
+                JobSubmissionClient(self.address, headers=self.headers).list_jobs()
                 return
             except (ConnectionError, RuntimeError):
                 time.sleep(0.5)

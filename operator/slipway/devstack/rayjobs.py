@@ -80,11 +80,18 @@ def runtime_env(rayjob: dict[str, Any], extra_env: dict[str, str]) -> dict[str, 
 
 
 class Executor:
-    def __init__(self, custom: client.CustomObjectsApi, ray_address: str, extra_env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        custom: client.CustomObjectsApi,
+        ray_address: str,
+        extra_env: dict[str, str],
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """`headers`: for a client in a process that did not start with LocalRay.env (Ray's auth)."""
         from ray.job_submission import JobSubmissionClient
 
         self.custom = custom
-        self.jobs = JobSubmissionClient(ray_address)
+        self.jobs = JobSubmissionClient(ray_address, headers=headers)
         self.extra_env = extra_env
 
     def step(self) -> None:

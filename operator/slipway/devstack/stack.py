@@ -143,7 +143,7 @@ class DevStack:
         args = [sys.executable, "-m", "slipway.devstack.rayjobs", f"--kubeconfig={self.kubeconfig}"]
         args += [f"--ray-address={self.ray.address}", *(f"--env={k}={v}" for k, v in self.job_env().items())]
         log = open(self.workdir / "executor.log", "ab")  # noqa: SIM115 - lives as long as the process
-        self.executor = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        self.executor = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.ray.env})
 
     def _start_serving(self, timeout: float = 120) -> None:
         """The KServe + Gateway stand-in; ready once its nginx answers (it writes the gateway URL then)."""
@@ -278,7 +278,7 @@ def up(workdir: Path) -> int:
                 '       -d \'{"instances": [{"customer_id": 42}]}\'\n'
                 f"Prometheus: {stack.prometheus_url}/graph?g0.expr=slipway_requests_total\n"
                 f"Logs: {workdir}/{{operator,executor,serving,prometheus,ray}}.log; model servers: {workdir}/serving/\n"
-                f"Ray dashboard: {stack.ray.address}\n"
+                f"Ray dashboard: {stack.ray.address}   (token: {stack.ray.token_path})\n"
                 "Ctrl-C (or `slipway dev down`) stops it all.",
                 flush=True,
             )
