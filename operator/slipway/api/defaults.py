@@ -9,9 +9,8 @@ complete one, and a field with neither value is an error that names it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .modeldeployment import (
     DEFAULT_PROMETHEUS_URL,
@@ -46,12 +45,12 @@ class OperatorDefaults(BaseModel):
     def from_env(cls, env: Mapping[str, str]) -> OperatorDefaults:
         """From SLIPWAY_* variables; a bad one raises ValueError naming the variable."""
         given = {field: env[var].strip() for field, var in ENV.items() if env.get(var, "").strip()}
-        if given.get("traffic", DEFAULT_TRAFFIC) not in get_args(TrafficMode):
-            raise ValueError(f"{ENV['traffic']} must be one of {get_args(TrafficMode)}, got {given['traffic']!r}")
-        url = given.get("prometheus_url", DEFAULT_PROMETHEUS_URL)
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"{ENV['prometheus_url']} must be an http:// or https:// URL, got {url!r}")
-        return cls.model_validate(given)
+        try:
+            return cls.model_validate(given)
+        except ValidationError as error:  # the fields' own rules; the message names the variable
+            first = error.errors()[0]
+            field = str(first["loc"][0])
+            raise ValueError(f"{ENV[field]}: {first['msg']} (got {given[field]!r})") from None
 
     def run(self, spec: TrainingRunSpec) -> TrainingRunSpec:
         if spec.image:
