@@ -188,16 +188,6 @@ class Scorer(BatchScorer):
         self.local = LocalCompute(model, n_features, lookup)
         super().__init__(self.local, n_features, metrics, max_batch_size, max_batch_wait_s)
 
-    @property
-    def model(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        return self.local.model
-
-    def forward(self, values: np.ndarray) -> np.ndarray:
-        return self.local.forward(values)
-
-    def _enrich(self, values: np.ndarray, keys: Sequence[Key | None]) -> np.ndarray:
-        return self.local.enrich(values, keys)
-
 
 def warm_up(compute: LocalCompute, max_batch_size: int) -> None:
     """A few forward passes at batch sizes up to the maximum: TorchScript optimizes on its first calls."""

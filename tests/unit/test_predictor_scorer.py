@@ -88,7 +88,7 @@ def test_enrichment_fills_what_the_request_left_out() -> None:
         },
         schema,
     )
-    values = scorer._enrich(request.values, request.keys)
+    values = scorer.local.enrich(request.values, request.keys)
     expected = [[10, 100, 30], [20, 55, 40], [0, 100, 30], [np.nan] * 3, [1, 2, 3]]
     np.testing.assert_array_equal(values, np.array(expected, dtype=np.float32))
     assert store.calls == [[1, 2, 99]]  # one lookup, each key once
