@@ -234,9 +234,14 @@ INVALID: list[Case] = [
         ["spec.predictor.rayServe.replicas", "greater than or equal to 1"],
     ),
     (
-        "zero CPUs per ray replica",
+        "less than a millicore per ray replica",
         lambda: edit(MD, "spec.predictor.rayServe", {"cpusPerReplica": 0.0005}),
         ["spec.predictor.rayServe.cpusPerReplica", "greater than or equal to 0.001"],
+    ),
+    (
+        "a fraction of CPUs above 1 per ray replica",
+        lambda: edit(MD, "spec.predictor.rayServe", {"cpusPerReplica": 1.5}),
+        ["spec.predictor.rayServe.cpusPerReplica", "whole number when above 1"],
     ),
     (
         "negative GPUs per ray replica",
@@ -318,6 +323,9 @@ def test_predictor_engines_are_accepted_with_their_defaults(cluster: Cluster, na
     # Allowed, and ignored, on the kserve engine: switching engines needs no other edit.
     code, output = apply(cluster, namespace, edit(tuned, "spec.predictor.engine", "kserve"))
     assert code == 0, output
+    for whole in (2, 2.0):  # above 1, whole CPUs pass however they are written
+        code, output = apply(cluster, namespace, edit(ray, "spec.predictor.rayServe", {"cpusPerReplica": whole}))
+        assert code == 0, output
 
 
 def test_model_deployment_spec_can_change(cluster: Cluster, namespace: str) -> None:

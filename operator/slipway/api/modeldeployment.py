@@ -91,9 +91,20 @@ class RayServe(ApiModel):
     autoscaling: RayServeAutoscaling | None = Field(
         None, description="Let Ray Serve scale its replicas with load between minReplicas and maxReplicas."
     )
-    # A millicore at least: the finest CPU Kubernetes can grant (Ray's own floor is 0.0001).
+    # A millicore at least: the finest CPU Kubernetes can grant (Ray's own floor is 0.0001). Above 1,
+    # whole CPUs: the predictor refuses fractions there (pipelines.predictor.settings), so the schema
+    # does too, rather than let a pod crash-loop on a spec the API server took.
     cpus_per_replica: float = Field(
-        1, ge=0.001, le=64, description="CPUs each replica reserves in Ray (fractions allowed, at least 0.001)."
+        1,
+        ge=0.001,
+        le=64,
+        description="CPUs each replica reserves in Ray (fractions allowed up to 1, at least 0.001; whole above 1).",
+        json_schema_extra=rules(
+            rule(
+                "self <= 1.0 || self == double(int(self))",
+                "spec.predictor.rayServe.cpusPerReplica must be a whole number when above 1",
+            )
+        ),
     )
     gpus_per_replica: int = Field(0, ge=0, le=8, description="GPUs (nvidia.com/gpu) each replica reserves in Ray.")
 
