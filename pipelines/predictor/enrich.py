@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .instances import Key
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -64,3 +65,13 @@ def open_online_features(
 
     store = open_store(repo_dir, None, config)
     return OnlineFeatures(store, service_name, entity_key, features)
+
+
+def online_lookup(settings: Settings, features: Sequence[str]) -> tuple[OnlineFeatures | None, type[int] | type[str]]:
+    """The online store the settings enrich from (None: no enrichment) and its entity key's type."""
+    if settings.feature_service is None or settings.entity_key is None:
+        return None, int
+    online = open_online_features(
+        settings.feature_repo, settings.feast_config, settings.feature_service, settings.entity_key, features
+    )
+    return online, online.key_type()

@@ -44,10 +44,10 @@ from ray.exceptions import RayTaskError
 from ray.serve.handle import DeploymentHandle
 
 from . import artifact
-from .enrich import open_online_features
+from .enrich import online_lookup
 from .instances import Instances, Key, Schema
 from .metrics import ModelMetrics
-from .scorer import BatchScorer, Computed, LocalCompute, Lookup, warm_up
+from .scorer import BatchScorer, Computed, LocalCompute, warm_up
 from .settings import RaySettings, Settings, SettingsError
 
 log = logging.getLogger("slipway.predictor.rayserve")
@@ -98,13 +98,7 @@ class ScoringReplica:
         torch.set_num_threads(settings.torch_threads)
         loaded = artifact.load(settings.model_dir)
         features = tuple(loaded.manifest.features)
-        lookup: Lookup | None = None
-        key_type = "int"
-        if settings.feature_service is not None and settings.entity_key is not None:
-            online = open_online_features(
-                settings.feature_repo, settings.feast_config, settings.feature_service, settings.entity_key, features
-            )
-            lookup, key_type = online, online.key_type().__name__
+        lookup, key_type = online_lookup(settings, features)
         device = device_for(settings.ray)
         model = loaded.model if device == "cpu" else loaded.model.to(device)
         self.compute = LocalCompute(model, len(features), lookup, device)
@@ -113,7 +107,12 @@ class ScoringReplica:
         batch_handler: Any = self.score_batch  # Serve's setters for the decorator's arguments
         batch_handler.set_max_batch_size(settings.max_batch_size)
         batch_handler.set_batch_wait_timeout_s(settings.max_batch_wait_s)
-        self.description = {"features": list(features), "key_type": key_type, "device": device, "pid": os.getpid()}
+        self.description = {
+            "features": list(features),
+            "key_type": key_type.__name__,
+            "device": device,
+            "pid": os.getpid(),
+        }
 
     def describe(self) -> dict[str, Any]:
         """What the front needs to parse requests: the features and the entity key's type."""

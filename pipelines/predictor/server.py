@@ -18,11 +18,11 @@ from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer,
 from kserve.errors import InvalidInput
 
 from . import artifact
-from .enrich import open_online_features
+from .enrich import online_lookup
 from .http import PredictMiddleware, Predictor
 from .instances import BadRequest, Schema, V2Input, parse_v1, parse_v2
 from .metrics import ModelMetrics
-from .scorer import BatchScorer, Lookup, Scorer, warm_up
+from .scorer import BatchScorer, Scorer, warm_up
 from .settings import Settings, SettingsError, from_env
 
 if TYPE_CHECKING:
@@ -123,11 +123,7 @@ def load_local(s: Settings, metrics: ModelMetrics) -> tuple[Schema, BatchScorer]
     """The kserve engine: the model (and the online store) in this process."""
     loaded = artifact.load(s.model_dir)
     features = tuple(loaded.manifest.features)
-    lookup: Lookup | None = None
-    key_type: type[int] | type[str] = int
-    if s.feature_service is not None and s.entity_key is not None:
-        online = open_online_features(s.feature_repo, s.feast_config, s.feature_service, s.entity_key, features)
-        lookup, key_type = online, online.key_type()
+    lookup, key_type = online_lookup(s, features)
     scorer = Scorer(loaded.model, len(features), metrics, lookup, s.max_batch_size, s.max_batch_wait_s)
     warm_up(scorer.local, s.max_batch_size)
     return Schema(features, s.entity_key, key_type), scorer
