@@ -22,16 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import torch
-from pipelines.churn.model import ChurnMLP, torchscript_bytes
-from pipelines.predictor import artifact
 from prometheus_client.parser import text_string_to_metric_families
 
-from slipway.api.artifacts import Manifest
 from slipway.devstack.prometheus import TARGETS_FILE, LocalPrometheus
-from tests.support import REPO, Cluster, wait_for
+from tests.support import REPO, Cluster, wait_for, write_model_run
 
 pytestmark = pytest.mark.integration
 
@@ -109,15 +104,10 @@ def serving(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Itera
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Two tiny trained-looking run directories (TorchScript + manifest), as training leaves them."""
     root = tmp_path_factory.mktemp("artifacts")
-    out = {}
-    for version in ("1", "2"):
-        torch.manual_seed(int(version))
-        net = ChurnMLP(len(FEATURES), hidden=(4,), mean=np.zeros(2, "float32"), std=np.ones(2, "float32")).eval()
-        run_dir = root / "runs" / f"churn-{version}"
-        manifest = Manifest(metrics={"auc": 0.8}, features=FEATURES)
-        artifact.write(str(run_dir), torchscript_bytes(net), manifest)
-        out[version] = run_dir
-    return out
+    return {
+        version: write_model_run(root / "runs" / f"churn-{version}", seed=int(version), features=tuple(FEATURES))
+        for version in ("1", "2")
+    }
 
 
 def isvc(
