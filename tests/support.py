@@ -166,7 +166,12 @@ def accept_route(cluster: Cluster, namespace: str, route: dict[str, Any]) -> Non
         "observedGeneration": route["metadata"]["generation"],
         "lastTransitionTime": "2026-11-23T00:00:00Z",
     }
-    parent = {"parentRef": route["spec"]["parentRefs"][0], "controllerName": "test/gateway", "conditions": [accepted]}
+    resolved = {**accepted, "type": "ResolvedRefs", "reason": "ResolvedRefs"}
+    parent = {
+        "parentRef": route["spec"]["parentRefs"][0],
+        "controllerName": "test/gateway",
+        "conditions": [accepted, resolved],
+    }
     cluster.custom.patch_namespaced_custom_object_status(
         *GATEWAY, namespace, "httproutes", route["metadata"]["name"], {"status": {"parents": [parent]}}
     )
@@ -252,7 +257,7 @@ class Controllers:
             parent = {
                 "parentRef": route["spec"]["parentRefs"][0],
                 "controllerName": "test/gw",
-                "conditions": [accepted],
+                "conditions": [accepted, {**accepted, "type": "ResolvedRefs", "reason": "ResolvedRefs"}],
             }
             api.patch_namespaced_custom_object_status(
                 *GATEWAY, ns, "httproutes", meta["name"], {"status": {"parents": [parent]}}

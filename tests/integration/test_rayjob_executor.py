@@ -61,7 +61,7 @@ def status_of(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
 
 def finished(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
     status = status_of(cluster, namespace, name)
-    return status if status.get("jobDeploymentStatus") in ("Complete", "Failed") else None
+    return status if status.get("jobDeploymentStatus") in ("Complete", "Failed", "ValidationFailed") else None
 
 
 def test_a_job_runs_with_its_environment_and_succeeds(cluster: Cluster, executor: Executor, namespace: str) -> None:
@@ -71,6 +71,9 @@ def test_a_job_runs_with_its_environment_and_succeeds(cluster: Cluster, executor
     status = wait_for(lambda: finished(cluster, namespace, "ok"), timeout=120, what="the job to finish")
     assert (status["jobStatus"], status["jobDeploymentStatus"]) == ("SUCCEEDED", "Complete")
     assert status["startTime"] and status["endTime"] and status["jobId"].startswith(f"{namespace}-ok-")
+    # The Ray job's own times, as KubeRay mirrors them from the dashboard.
+    assert status["rayJobInfo"]["startTime"] and status["rayJobInfo"]["endTime"]
+    assert status["rayJobInfo"]["startTime"] >= status["startTime"]
 
 
 def test_a_failing_job_is_failed(cluster: Cluster, executor: Executor, namespace: str) -> None:
@@ -78,7 +81,8 @@ def test_a_failing_job_is_failed(cluster: Cluster, executor: Executor, namespace
         "ray.io", "v1", namespace, "rayjobs", rayjob("bad", namespace, "raise SystemExit(3)")
     )
     status = wait_for(lambda: finished(cluster, namespace, "bad"), timeout=120, what="the job to finish")
-    assert status["jobStatus"] == "FAILED" and status["jobDeploymentStatus"] == "Complete"
+    # KubeRay: a failed Ray job fails the RayJob, with the reason AppFailed.
+    assert (status["jobStatus"], status["jobDeploymentStatus"], status["reason"]) == ("FAILED", "Failed", "AppFailed")
     assert status["message"]
 
 
@@ -87,3 +91,28 @@ def test_a_job_past_its_deadline_is_stopped(cluster: Cluster, executor: Executor
     cluster.custom.create_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs", job)
     status = wait_for(lambda: finished(cluster, namespace, "slow"), timeout=120, what="the deadline")
     assert (status["jobDeploymentStatus"], status["reason"]) == ("Failed", "DeadlineExceeded")
+    assert status.get("jobStatus") != "STOPPED"  # KubeRay leaves jobStatus as it was
+    assert "activeDeadlineSeconds" in status["message"]
+
+
+def test_every_status_write_carries_start_time(cluster: Cluster, executor: Executor, namespace: str) -> None:
+    """KubeRay's first write sets startTime (a write without it once made KubeRay panic)."""
+    job = rayjob("first", namespace, "import time; time.sleep(2)")
+    cluster.custom.create_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs", job)
+    seen: list[dict[str, Any]] = []
+
+    def done() -> bool:
+        status = status_of(cluster, namespace, "first")
+        if status:
+            seen.append(status)
+        return finished(cluster, namespace, "first") is not None
+
+    wait_for(done, timeout=120, what="the job to finish")
+    assert seen and all(s.get("startTime") for s in seen), seen
+
+
+def test_a_name_kuberay_refuses_is_validation_failed(cluster: Cluster, executor: Executor, namespace: str) -> None:
+    job = rayjob("churn.v2-0", namespace, "pass")
+    cluster.custom.create_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs", job)
+    status = wait_for(lambda: finished(cluster, namespace, "churn.v2-0"), timeout=60, what="KubeRay's verdict")
+    assert (status["jobDeploymentStatus"], status["reason"]) == ("ValidationFailed", "ValidationFailed")

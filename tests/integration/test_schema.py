@@ -274,6 +274,27 @@ INVALID: list[Case] = [
 ]
 
 
+# Names KubeRay refuses for a RayJob and KServe for an InferenceService (both want DNS-1035
+# labels): accepted here, they left a TrainingRun Pending for ever and a ModelDeployment unserved.
+REFUSED_NAMES = ["2026-churn", "churn.v2", "2churn", "churn.prod"]
+INVALID += [
+    (
+        f"{kind} named {name}",
+        lambda base=base, name=name: edit(base, "metadata.name", name),
+        ["metadata.name", "DNS-1035"],
+    )
+    for kind, base in (("TrainingRun", TR), ("ModelDeployment", MD))
+    for name in REFUSED_NAMES
+]
+INVALID.append(
+    (
+        "ModelDeployment name too long for its predictor Service",
+        lambda: edit(MD, "metadata.name", "a" * 46),
+        ["metadata.name", "at most 45 characters"],
+    )
+)
+
+
 @pytest.mark.parametrize(("case", "make", "expected"), INVALID, ids=[c[0] for c in INVALID])
 def test_invalid_manifest_is_refused_naming_the_field(
     cluster: Cluster, case: str, make: Callable[[], dict[str, Any]], expected: list[str]
@@ -331,4 +352,10 @@ def test_predictor_engines_are_accepted_with_their_defaults(cluster: Cluster, na
 def test_model_deployment_spec_can_change(cluster: Cluster, namespace: str) -> None:
     assert apply(cluster, namespace, MD)[0] == 0
     code, output = apply(cluster, namespace, edit(MD, "spec.predictor.maxReplicas", 8))
+    assert code == 0, output
+
+
+@pytest.mark.parametrize(("base", "name"), [(TR, "churn-2026-11-22"), (TR, "c" * 63), (MD, "churn-v2"), (MD, "m" * 45)])
+def test_names_the_children_can_carry_are_accepted(cluster: Cluster, base: dict[str, Any], name: str) -> None:
+    code, output = apply(cluster, "default", edit(base, "metadata.name", name), dry_run=True)
     assert code == 0, output

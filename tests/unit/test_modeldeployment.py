@@ -8,6 +8,7 @@ rollouts run through plan_deployment under both traffic modes.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 from slipway.api.modeldeployment import AnalysisResult, ModelDeploymentSpec, ModelDeploymentStatus
 from slipway.api.modelversion import ModelVersionSpec
 from slipway.api.resources import DEPLOYMENT_LABEL, MODEL_LABEL, VERSION_LABEL
-from slipway.builders.httproute import Routing, build_httproute, route_accepted, route_weights
+from slipway.builders.httproute import Routing, build_httproute, route_in_effect, route_weights
 from slipway.builders.inferenceservice import build_inferenceservice
 from slipway.reconcile import reasons
 from slipway.reconcile.analysis import judge
@@ -78,8 +79,12 @@ def labels_of(children: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     return [(c["kind"], c["metadata"]["name"], c["metadata"]["labels"].get(VERSION_LABEL, "")) for c in children]
 
 
-def accepted(route: dict[str, Any], generation: int = 1) -> dict[str, Any]:
-    parents = [{"conditions": [{"type": "Accepted", "status": "True", "observedGeneration": generation}]}]
+def accepted(route: dict[str, Any], generation: int = 1, resolved: str = "True") -> dict[str, Any]:
+    conditions = [
+        {"type": "Accepted", "status": "True", "observedGeneration": generation},
+        {"type": "ResolvedRefs", "status": resolved, "observedGeneration": generation},
+    ]
+    parents = [{"conditions": conditions}]
     return {**route, "metadata": {**route["metadata"], "generation": generation}, "status": {"parents": parents}}
 
 
@@ -97,6 +102,9 @@ class Cluster:
     isvcs: dict[str, dict[str, Any]] = field(default_factory=dict)
     route: dict[str, Any] | None = None
     rolled_out: dict[str, int] = field(default_factory=dict)  # kserve: the last fully rolled-out version
+    revisions: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # kserve: (name, template)
+    ready_revision: dict[str, str] = field(default_factory=dict)
+    rolled_revision: dict[str, str] = field(default_factory=dict)
     deleted: list[str] = field(default_factory=list)
     last: Plan | None = None
 
@@ -170,12 +178,43 @@ class Cluster:
             if up and "canaryTrafficPercent" not in obj["spec"]["predictor"]:
                 self.rolled_out[name] = version
             obj["status"] = {
-                "observedGeneration": obj["metadata"]["generation"],
+                # KServe copies its Deployment's (or Knative Service's) generation, never ours.
+                "observedGeneration": 1,
                 "url": f"http://{name}.ml.models.test",
                 "conditions": [{"type": "Ready", "status": "True" if up else "False", "reason": "Starting"}],
             }
+            if self.spec.traffic_mode == "kserve":
+                obj["status"]["components"] = {"predictor": self.knative(name, obj, up)}
         if self.route is not None and self.gateway_up:
             self.route = accepted(self.route, self.route["metadata"]["generation"])
+
+    def knative(self, name: str, obj: dict[str, Any], up: bool) -> dict[str, Any]:
+        """Knative's revisions as KServe reports them: a new one per template (canaryTrafficPercent
+        aside); canaryTrafficPercent to the latest ready one, the rest to the last rolled out."""
+        predictor = {k: v for k, v in obj["spec"]["predictor"].items() if k != "canaryTrafficPercent"}
+        template = json.dumps([predictor, obj["metadata"]["labels"]], sort_keys=True)
+        revisions = self.revisions.setdefault(name, [])
+        if not revisions or revisions[-1][1] != template:
+            revisions.append((f"{name}-predictor-{len(revisions) + 1:05d}", template))
+        created = revisions[-1][0]
+        if up:
+            self.ready_revision[name] = created
+        ready = self.ready_revision.get(name)
+        component: dict[str, Any] = {"latestCreatedRevision": created}
+        if ready is None:
+            return component
+        percent, rolled = obj["spec"]["predictor"].get("canaryTrafficPercent"), self.rolled_revision.get(name)
+        if percent is not None and rolled and rolled != ready:
+            traffic = [(ready, percent, True), (rolled, 100 - percent, False)]
+        else:
+            traffic = [(ready, 100, True)]
+            self.rolled_revision[name] = ready
+        component.update(
+            latestReadyRevision=ready,
+            latestRolledoutRevision=self.rolled_revision[name],
+            traffic=[{"revisionName": r, "percent": pct, "latestRevision": latest} for r, pct, latest in traffic],
+        )
+        return component
 
     def backends(self) -> dict[str, int]:
         assert self.route is not None
@@ -297,7 +336,8 @@ def route_for(weights: dict[int, int]) -> dict[str, Any]:
     [
         ({}, None, "Progressing"),
         ({"churn-v3": isvc(3, ready=False)}, accepted(route_for({3: 100})), "Progressing"),
-        ({"churn-v3": isvc(3, ready=True, generation=2, observed=1)}, accepted(route_for({3: 100})), "Progressing"),
+        # KServe's observedGeneration is its Deployment's: behind ours after a replica change (HPA only).
+        ({"churn-v3": isvc(3, ready=True, generation=2, observed=1)}, accepted(route_for({3: 100})), "Stable"),
         ({"churn-v3": isvc(2, ready=True)}, accepted(route_for({3: 100})), "Progressing"),  # another version's
         ({"churn-v3": isvc(3, ready=True)}, None, "Progressing"),  # no route yet
         ({"churn-v3": isvc(3, ready=True)}, route_for({3: 100}), "Progressing"),  # not accepted yet
@@ -385,9 +425,32 @@ def test_a_gateway_that_does_not_accept_the_route_holds_the_rollout() -> None:
     for _ in range(120):
         cluster.tick()
     assert cluster.status.phase == "Progressing" and cluster.status.step_started_at is None
-    assert not route_accepted(cluster.route or {})
+    assert not route_in_effect(cluster.route or {})
     cluster.gateway_up = True
     cluster.until(lambda c: c.status.stable_version == 2)
+
+
+@pytest.mark.parametrize(
+    ("route", "in_effect"),
+    [
+        (accepted(build_httproute("churn", "ml", "churn", {"churn-v1": 100}, ROUTING)), True),
+        # Accepted, but a backend is missing: its share of the traffic would get 500s.
+        (accepted(build_httproute("churn", "ml", "churn", {"churn-v1": 100}, ROUTING), resolved="False"), False),
+        # Both conditions, but for an older generation of the route.
+        (
+            {
+                **accepted(build_httproute("churn", "ml", "churn", {"churn-v1": 100}, ROUTING)),
+                "metadata": {"generation": 2},
+            },
+            False,
+        ),
+        (build_httproute("churn", "ml", "churn", {"churn-v1": 100}, ROUTING), False),
+    ],
+)
+def test_a_route_is_in_effect_once_accepted_with_its_backends_resolved(route: dict[str, Any], in_effect: bool) -> None:
+    assert route_in_effect(route) is in_effect
+    seen = observe("churn", "ml", md(), 1, Observed({"churn-v1": isvc(1, True)}, route), ROUTING)
+    assert (seen.applied is not None) is in_effect
 
 
 def test_route_weights_of_services_that_are_not_ours_are_ignored() -> None:
@@ -504,30 +567,68 @@ def without_url(obj: dict[str, Any]) -> dict[str, Any]:
     return {**obj, "status": {k: v for k, v in obj["status"].items() if k != "url"}}
 
 
+def knative(obj: dict[str, Any], created: str, ready: str, traffic: dict[str, int]) -> dict[str, Any]:
+    targets = [{"revisionName": r, "percent": p, "latestRevision": r == ready} for r, p in traffic.items()]
+    component = {"latestCreatedRevision": created, "latestReadyRevision": ready, "traffic": targets}
+    return {**obj, "status": {**obj["status"], "components": {"predictor": component}}}
+
+
 @pytest.mark.parametrize(
-    ("obj", "stable", "endpoints", "applied"),
+    ("obj", "stable", "stable_revision", "endpoints", "applied"),
     [
-        (None, 1, {}, None),
-        (isvc(2, True), None, {2: (True, "Starting")}, {2: 100}),
-        (isvc(2, True), 2, {2: (True, "Starting")}, {2: 100}),
-        (with_percent(isvc(2, False), 10), 1, {2: (False, "Starting"), 1: (True, "")}, {2: 10, 1: 90}),
+        (None, 1, None, {}, None),
+        (knative(isvc(2, True), "r2", "r2", {"r2": 100}), None, None, {2: (True, "Starting")}, {2: 100}),
+        (knative(isvc(2, True), "r2", "r2", {"r2": 100}), 2, "r2", {2: (True, "Starting")}, {2: 100}),
         (
-            with_percent(isvc(2, True, generation=2, observed=1), 10),
+            knative(with_percent(isvc(2, True), 10), "r2", "r2", {"r2": 10, "r1": 90}),
             1,
-            {2: (False, "KServe has not observed the new spec yet"), 1: (True, "")},
+            "r1",
+            {2: (True, "Starting"), 1: (True, "")},
+            {2: 10, 1: 90},
+        ),
+        # Just applied: KServe still reports the stable version's revision, ready, with all the traffic.
+        (
+            knative(with_percent(isvc(2, True), 10), "r1", "r1", {"r1": 100}),
+            1,
+            "r1",
+            {2: (False, "KServe has not made a revision of the new spec yet"), 1: (True, "")},
             None,
         ),
-        (without_url(with_percent(isvc(2, True), 10)), 1, {2: (True, "Starting")}, {2: 10, 1: 90}),
+        # The new revision exists and is not ready yet.
+        (
+            knative(with_percent(isvc(2, True), 10), "r2", "r1", {"r1": 100}),
+            1,
+            "r1",
+            {2: (False, "revision r2 is not ready yet"), 1: (True, "")},
+            None,
+        ),
+        # No revision reported: nothing is known to serve the new spec, or to be in effect.
+        (
+            with_percent(isvc(2, True), 10),
+            1,
+            "r1",
+            {2: (False, "KServe has not made a revision of the new spec yet"), 1: (True, "")},
+            None,
+        ),
+        (
+            without_url(knative(with_percent(isvc(2, True), 10), "r2", "r2", {"r2": 10, "r1": 90})),
+            1,
+            "r1",
+            {2: (True, "Starting")},
+            {2: 10, 1: 90},
+        ),
     ],
 )
 def test_kserve_observation(
     obj: dict[str, Any] | None,
     stable: int | None,
+    stable_revision: str | None,
     endpoints: dict[int, tuple[bool, str]],
     applied: dict[int, int] | None,
 ) -> None:
     """KServe's last rolled-out revision keeps serving the stable version beside the spec's."""
-    seen = observe("churn", "ml", md(traffic="kserve"), stable, Observed({"churn": obj} if obj else {}), ROUTING)
+    observed = Observed({"churn": obj} if obj else {})
+    seen = observe("churn", "ml", md(traffic="kserve"), stable, observed, ROUTING, stable_revision)
     assert seen.endpoints == endpoints and seen.applied == applied
 
 
@@ -547,7 +648,15 @@ def test_gateway_observation_without_an_accepted_route_knows_no_weights() -> Non
         (isvc(1, True), 1, True),
         (isvc(1, False), 1, False),
         (isvc(1, True), 2, False),  # serves another version
-        (isvc(1, True, generation=3, observed=2), 1, False),  # KServe has not seen the spec yet
+        # observedGeneration is the Deployment's, not ours: behind (an HPA-only change) or ahead.
+        (isvc(1, True, generation=3, observed=2), 1, True),
+        (isvc(1, True, generation=1, observed=4), 1, True),
+        # Knative: Ready, but the newest revision is not the ready one yet.
+        (
+            isvc(1, True, components={"predictor": {"latestCreatedRevision": "r-2", "latestReadyRevision": "r-1"}}),
+            1,
+            False,
+        ),
         ({"metadata": {"labels": {VERSION_LABEL: "1"}}, "status": {}}, 1, False),
         ({"metadata": {"labels": {VERSION_LABEL: "1"}}, "status": None}, 1, False),
         ({"metadata": {"labels": {VERSION_LABEL: "1"}}, "status": {"conditions": [{"type": "Ready"}]}}, 1, False),
@@ -569,3 +678,20 @@ def test_latest_skips_versions_that_failed_their_gates() -> None:
 def test_versions_of_other_models_are_ignored() -> None:
     result = plan(md(), [mv(1), mv(7, model="other")])
     assert labels_of(result.children) == [("InferenceService", "churn-v1", "1"), ("HTTPRoute", "churn", "")]
+
+
+def test_kserve_direct_is_not_stable_on_the_old_revisions_readiness() -> None:
+    """Right after version 2's spec is applied, KServe still reports version 1's revision: ready,
+    with all the traffic, and (Knative) an observedGeneration unrelated to ours. None of it may
+    count as version 2 serving."""
+    spec = md(traffic="kserve", strategy={"type": "Direct"})
+    cluster = established(spec, [mv(1), mv(2)])
+    assert cluster.status.stable_revision == "churn-predictor-00001"
+    stale = copy.deepcopy(cluster.isvcs["churn"])
+    stale["metadata"]["labels"][VERSION_LABEL] = "2"
+    stale["spec"]["predictor"]["canaryTrafficPercent"] = 0
+    result = plan(spec, [mv(1), mv(2)], {"churn": stale}, cluster.status)
+    assert result.status.stable_version == 1 and result.status.phase == "Progressing"
+    cluster.ready.add(2)
+    cluster.until(lambda c: c.status.stable_version == 2)
+    assert cluster.status.stable_revision == "churn-predictor-00002"

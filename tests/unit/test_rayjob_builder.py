@@ -93,3 +93,13 @@ def test_names_are_deterministic_bounded_and_distinct_per_attempt(run_name: str)
 
 def test_long_names_that_share_a_prefix_do_not_collide() -> None:
     assert rayjob_name("a" * 60 + "one", 0) != rayjob_name("a" * 60 + "two", 0)
+
+
+def test_a_finished_attempt_gives_its_cluster_back_soon() -> None:
+    """An hour of idle GPUs per failed attempt made retries queue behind their own clusters."""
+    job = build_rayjob("run-a", "ml", spec(), attempt=0)
+    assert job["spec"]["shutdownAfterJobFinishes"] is True
+    assert job["spec"]["ttlSecondsAfterFinished"] == 60
+    assert (
+        build_rayjob("run-a", "ml", spec(ttlSecondsAfterFinished=0), attempt=0)["spec"]["ttlSecondsAfterFinished"] == 0
+    )

@@ -63,6 +63,7 @@ BAD_DATA = ValidationReport(passed=False, reason="missing fraction above 0.01: s
         (2, FAILED, None, None, None, "fail", reasons.BACKOFF_LIMIT_EXCEEDED),
         (0, FAILED, BAD_DATA, None, None, "fail", reasons.DATA_VALIDATION_FAILED),
         (0, Outcome("Failed", reasons.DEADLINE_EXCEEDED, "late"), None, None, None, "fail", reasons.DEADLINE_EXCEEDED),
+        (0, Outcome("Failed", reasons.RAYJOB_INVALID, "bad name"), None, None, None, "fail", reasons.RAYJOB_INVALID),
         (0, SUCCEEDED, None, None, None, "fail", reasons.MANIFEST_MISSING),
         (
             0,

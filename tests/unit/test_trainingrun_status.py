@@ -23,14 +23,36 @@ NOW = "2026-11-22T10:00:00Z"
         ({"jobStatus": "PENDING", "jobDeploymentStatus": "Running"}, "Pending", reasons.RAYJOB_PENDING),
         ({"jobStatus": "RUNNING", "jobDeploymentStatus": "Running"}, "Running", reasons.RAYJOB_RUNNING),
         ({"jobStatus": "SUCCEEDED", "jobDeploymentStatus": "Complete"}, "Succeeded", reasons.RAYJOB_SUCCEEDED),
-        ({"jobStatus": "FAILED", "jobDeploymentStatus": "Complete"}, "Failed", reasons.RAYJOB_FAILED),
+        # K8sJobMode: the Ray job is over, its submitter Job is not; no retry may start yet.
+        ({"jobStatus": "SUCCEEDED", "jobDeploymentStatus": "Running"}, "Running", reasons.RAYJOB_RUNNING),
+        ({"jobStatus": "FAILED", "jobDeploymentStatus": "Running"}, "Running", reasons.RAYJOB_RUNNING),
+        # What KubeRay writes for a failed Ray job.
+        (
+            {"jobStatus": "FAILED", "jobDeploymentStatus": "Failed", "reason": "AppFailed"},
+            "Failed",
+            reasons.RAYJOB_FAILED,
+        ),
+        ({"jobDeploymentStatus": "Failed", "reason": "SubmissionFailed"}, "Failed", reasons.RAYJOB_FAILED),
         ({"jobStatus": "STOPPED", "jobDeploymentStatus": "Complete"}, "Failed", reasons.RAYJOB_FAILED),
         ({"jobDeploymentStatus": "Failed"}, "Failed", reasons.RAYJOB_FAILED),
+        # At the deadline KubeRay leaves jobStatus as it was (often empty) and says why in reason.
+        (
+            {"jobStatus": "", "jobDeploymentStatus": "Failed", "reason": "DeadlineExceeded"},
+            "Failed",
+            reasons.DEADLINE_EXCEEDED,
+        ),
         (
             {"jobStatus": "RUNNING", "jobDeploymentStatus": "Failed", "reason": "DeadlineExceeded"},
             "Failed",
             reasons.DEADLINE_EXCEEDED,
         ),
+        (
+            {"jobDeploymentStatus": "Failed", "reason": "PreRunningDeadlineExceeded"},
+            "Failed",
+            reasons.DEADLINE_EXCEEDED,
+        ),
+        # KubeRay refused the RayJob (an invalid name, say): it would refuse a retry too.
+        ({"jobDeploymentStatus": "ValidationFailed", "reason": "ValidationFailed"}, "Failed", reasons.RAYJOB_INVALID),
     ],
 )
 def test_outcome_from_kuberay_status(status: dict[str, Any] | None, phase: str, reason: str) -> None:
@@ -40,12 +62,24 @@ def test_outcome_from_kuberay_status(status: dict[str, Any] | None, phase: str, 
 
 
 def test_message_from_kuberay_is_kept() -> None:
-    assert rayjob_outcome({"jobStatus": "FAILED", "message": "OOMKilled"}).message == "OOMKilled"
+    failed = {"jobStatus": "FAILED", "jobDeploymentStatus": "Failed", "reason": "AppFailed", "message": "OOMKilled"}
+    assert rayjob_outcome(failed).message == "OOMKilled"
 
 
 def test_running_then_succeeded_fills_times_and_conditions() -> None:
     start = TrainingRunStatus()
-    running = training_status(start, "run-0", {"jobStatus": "RUNNING", "startTime": "2026-11-22T09:00:00Z"}, 1, NOW)
+    running = training_status(
+        start,
+        "run-0",
+        {
+            "jobStatus": "RUNNING",
+            "jobDeploymentStatus": "Running",
+            "startTime": "2026-11-22T08:58:00Z",  # the RayJob's, from before its cluster was up
+            "rayJobInfo": {"startTime": "2026-11-22T09:00:00Z"},  # the Ray job's own
+        },
+        1,
+        NOW,
+    )
     assert running.phase == "Running"
     assert running.start_time == "2026-11-22T09:00:00Z"
     assert running.completion_time is None
@@ -56,7 +90,12 @@ def test_running_then_succeeded_fills_times_and_conditions() -> None:
     done = training_status(
         running,
         "run-0",
-        {"jobStatus": "SUCCEEDED", "jobDeploymentStatus": "Complete", "endTime": "2026-11-22T09:30:00Z"},
+        {
+            "jobStatus": "SUCCEEDED",
+            "jobDeploymentStatus": "Complete",
+            "endTime": "2026-11-22T09:31:00Z",
+            "rayJobInfo": {"startTime": "2026-11-22T09:00:00Z", "endTime": "2026-11-22T09:30:00Z"},
+        },
         1,
         "2026-11-22T10:05:00Z",
     )
@@ -81,7 +120,9 @@ def test_failure_sets_the_failed_condition_with_reason() -> None:
 
 
 def test_a_finished_run_never_goes_back() -> None:
-    done = training_status(TrainingRunStatus(), "run-0", {"jobStatus": "SUCCEEDED"}, 1, NOW)
+    done = training_status(
+        TrainingRunStatus(), "run-0", {"jobStatus": "SUCCEEDED", "jobDeploymentStatus": "Complete"}, 1, NOW
+    )
     # The RayJob was deleted after its TTL: its status disappears, the run's result must not.
     assert training_status(done, "run-0", None, 1, NOW) == done
 

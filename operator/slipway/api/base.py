@@ -14,6 +14,8 @@ from pydantic.alias_generators import to_camel
 
 DURATION_PATTERN = "^([0-9]+([.][0-9]+)?(ms|s|m|h))+$"  # no backslashes: it is embedded in CEL
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# What KubeRay (RayJob names) and KServe (InferenceService names) accept: a DNS-1035 label.
+DNS_1035_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 ARTIFACT_SCHEMES = ("s3", "gs", "file", "pvc")
 
 
@@ -80,6 +82,16 @@ def dns_label_rule(field: str) -> dict[str, Any]:
             f"{field} must be a DNS-1123 label: lowercase letters, digits and '-', "
             "starting and ending with a letter or digit",
         )
+    )
+
+
+def object_name_rule(children: str, max_length: int) -> dict[str, str]:
+    """A root-level rule on metadata.name (the only metadata CEL may read): a name the children's
+    controllers would refuse is refused at apply, instead of leaving a child stuck later."""
+    return rule(
+        f"self.metadata.name.matches('{DNS_1035_PATTERN}') && size(self.metadata.name) <= {max_length}",
+        f"metadata.name must be a DNS-1035 label of at most {max_length} characters: a lowercase letter "
+        f"first, then lowercase letters, digits or '-', no dots ({children} refuse other names)",
     )
 
 

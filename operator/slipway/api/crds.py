@@ -14,11 +14,13 @@ import yaml
 from pydantic import BaseModel
 
 from .. import GROUP, VERSION
+from .base import object_name_rule
 from .modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from .modelversion import ModelVersionSpec, ModelVersionStatus
 from .trainingrun import TrainingRunSpec, TrainingRunStatus
 
 CATEGORY = "slipway"
+MODEL_DEPLOYMENT_NAME_LIMIT = 63 - len("-v999999-predictor")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class Kind:
     description: str
     columns: list[dict[str, Any]]
     selectable_fields: list[str] = field(default_factory=list)
+    rules: list[dict[str, str]] = field(default_factory=list)  # CEL rules on the whole object
 
     @property
     def singular(self) -> str:
@@ -70,6 +73,8 @@ KINDS: list[Kind] = [
             AGE,
         ],
         selectable_fields=[".spec.model"],
+        # The name is a label value on the RayJob (at most 63) and the base of its name.
+        rules=[object_name_rule("KubeRay's RayJobs", 63)],
     ),
     Kind(
         kind="ModelVersion",
@@ -108,6 +113,8 @@ KINDS: list[Kind] = [
             _column("Message", ".status.message", priority=1),
         ],
         selectable_fields=[".spec.model"],
+        # <name>-v<N>-predictor (KServe's Service) must stay a 63-character label up to v999999.
+        rules=[object_name_rule("KServe's InferenceServices", MODEL_DEPLOYMENT_NAME_LIMIT)],
     ),
 ]
 
@@ -190,6 +197,7 @@ def crd(kind: Kind) -> dict[str, Any]:
                 "type": "object",
                 "description": kind.description,
                 "required": ["spec"],
+                **({"x-kubernetes-validations": kind.rules} if kind.rules else {}),
                 "properties": {
                     "apiVersion": {"type": "string", "description": "API version of the object."},
                     "kind": {"type": "string", "description": "Kind of the object."},

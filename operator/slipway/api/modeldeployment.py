@@ -360,6 +360,11 @@ class ModelDeploymentStatus(StatusModel):
         description="stablePredictor of the former stable version, while it is kept warm.",
         json_schema_extra=PRESERVED,
     )
+    stable_revision: str | None = Field(
+        None,
+        description="traffic: kserve: the Knative revision serving the stable version, so that a revision "
+        "of the candidate is told apart from it (KServe reports no version per revision).",
+    )
     scale_down_at: str | None = Field(None, description="When the former stable version is removed (RFC 3339).")
     rolled_back_version: int | None = Field(
         None, description="A rolled-back version, kept for inspection and not retried until the spec changes."

@@ -144,6 +144,13 @@ class TrainingRunSpec(ApiModel):
     active_deadline_seconds: int = Field(
         7200, ge=1, description="Deadline for one attempt, in seconds; the RayJob is stopped after it."
     )
+    ttl_seconds_after_finished: int = Field(
+        60,
+        ge=0,
+        le=86400,
+        description="Seconds an attempt's RayCluster (and its GPUs) outlives the attempt, for a look at "
+        "its dashboard; KubeRay keeps the submitter Job, with the job's logs, either way.",
+    )
 
 
 class RayJobRef(StatusModel):

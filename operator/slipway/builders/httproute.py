@@ -62,15 +62,20 @@ def route_weights(route: Mapping[str, Any]) -> dict[str, int]:
     return weights
 
 
-def route_accepted(route: Mapping[str, Any]) -> bool:
-    """Whether a Gateway has accepted the route's current generation (so its weights are in effect)."""
+def route_in_effect(route: Mapping[str, Any]) -> bool:
+    """Whether a Gateway has accepted the route's current generation and resolved all its backends.
+
+    Accepted alone is not enough: a route can be Accepted with ResolvedRefs=False (BackendNotFound),
+    and the share of traffic on the unresolved backend then gets 500s. Both conditions must come
+    from the same parent (Gateway), for this generation.
+    """
     generation = route.get("metadata", {}).get("generation", 1)
     for parent in (route.get("status") or {}).get("parents", []):
-        for cond in parent.get("conditions", []):
-            if (
-                cond.get("type") == "Accepted"
-                and cond.get("status") == "True"
-                and cond.get("observedGeneration", 0) >= generation
-            ):
-                return True
+        current = {
+            cond.get("type"): cond.get("status")
+            for cond in parent.get("conditions", [])
+            if cond.get("observedGeneration", 0) >= generation
+        }
+        if current.get("Accepted") == "True" and current.get("ResolvedRefs") == "True":
+            return True
     return False

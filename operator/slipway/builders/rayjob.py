@@ -70,7 +70,8 @@ def build_rayjob(run_name: str, namespace: str, run: TrainingRunSpec, attempt: i
             "entrypoint": entrypoint_command(run),
             "runtimeEnvYAML": yaml.safe_dump(runtime_env, sort_keys=True),
             "shutdownAfterJobFinishes": True,
-            "ttlSecondsAfterFinished": 3600,
+            # Short: a retry must not queue behind idle (GPU) clusters of the attempts before it.
+            "ttlSecondsAfterFinished": run.ttl_seconds_after_finished,
             "activeDeadlineSeconds": run.active_deadline_seconds,
             "submissionMode": "K8sJobMode",
             "rayClusterSpec": {

@@ -2,15 +2,18 @@
 
 KubeRay submits a RayJob's entrypoint to its RayCluster with Ray's job submission and mirrors the
 job's state into the RayJob's status; this does the same against one local Ray instance and
-writes status the way KubeRay does (jobId, jobStatus, jobDeploymentStatus, startTime, endTime,
-message, reason), so the operator cannot tell the difference.
+writes status the way KubeRay v1.6 does (jobId, jobStatus, jobDeploymentStatus with its reason,
+startTime from the first write, rayJobInfo with the Ray job's times, endTime, message), so the
+operator cannot tell the difference.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,15 +24,21 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from ..api.resources import RAY_JOBS
+from ..builders.rayjob import RAYJOB_NAME_LIMIT
 
 log = logging.getLogger("slipway.devstack.rayjobs")
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+# jobDeploymentStatus values after which KubeRay leaves a RayJob alone.
+FINISHED = {"Complete", "Failed", "ValidationFailed"}
+DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
-def rfc3339(epoch_ms: int | None) -> str | None:
-    if not epoch_ms:
-        return None
-    return datetime.fromtimestamp(epoch_ms / 1000, UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+def rfc3339(moment: datetime) -> str:
+    return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def from_epoch_ms(epoch_ms: int | None) -> str | None:
+    return rfc3339(datetime.fromtimestamp(epoch_ms / 1000, UTC)) if epoch_ms else None
 
 
 def submission_id(rayjob: dict[str, Any]) -> str:
@@ -38,38 +47,76 @@ def submission_id(rayjob: dict[str, Any]) -> str:
     return f"{meta['namespace']}-{meta['name']}-{meta['uid'][:8]}"
 
 
-def kuberay_status(
-    job_status: str, message: str, start_ms: int | None, end_ms: int | None, job_id: str
-) -> dict[str, Any]:
-    """A RayJob status as KubeRay writes it for a Ray job in `job_status`."""
-    deployment = "Complete" if job_status in TERMINAL else "Running"
-    status: dict[str, Any] = {
-        "jobId": job_id,
-        "jobStatus": job_status,
-        "jobDeploymentStatus": deployment,
-        "rayClusterName": "local",
-        "message": message or "",
+def validation_status(rayjob: dict[str, Any], now: datetime) -> dict[str, Any] | None:
+    """KubeRay's status for a RayJob it refuses before doing anything (None: it is fine)."""
+    name = rayjob["metadata"]["name"]
+    if DNS_1035.match(name) and len(name) <= RAYJOB_NAME_LIMIT:
+        return None
+    return {
+        "jobDeploymentStatus": "ValidationFailed",
+        "reason": "ValidationFailed",
+        "message": f"The RayJob metadata is invalid: RayJob name should be no more than {RAYJOB_NAME_LIMIT} "
+        f"characters and a DNS-1035 label: {name!r}",
+        "startTime": rfc3339(now),
     }
-    if start_ms:
-        status["startTime"] = rfc3339(start_ms)
-    if end_ms and job_status in TERMINAL:
-        status["endTime"] = rfc3339(end_ms)
-    if job_status == "SUCCEEDED":
-        status["succeeded"] = 1
-    elif job_status in ("FAILED", "STOPPED"):
-        status["failed"] = 1
+
+
+def initializing_status(job_id: str, now: datetime) -> dict[str, Any]:
+    """KubeRay's first write: startTime is always in it (the deadline is counted from it)."""
+    return {
+        "jobId": job_id,
+        "jobDeploymentStatus": "Initializing",
+        "rayClusterName": "local",
+        "startTime": rfc3339(now),
+    }
+
+
+def kuberay_status(
+    previous: dict[str, Any], job_status: str, message: str, start_ms: int | None, end_ms: int | None, now: datetime
+) -> dict[str, Any]:
+    """A RayJob status as KubeRay writes it for a Ray job in `job_status`.
+
+    A final Ray job ends the attempt (this stand-in has no submitter Job to wait for): FAILED as
+    Failed/AppFailed, SUCCEEDED and STOPPED as Complete. The Ray job's own times go to rayJobInfo;
+    startTime stays the RayJob's, endTime is when the attempt ended.
+    """
+    status: dict[str, Any] = {**previous, "jobStatus": job_status, "message": message or ""}
+    info = {
+        key: value
+        for key, value in (("startTime", from_epoch_ms(start_ms)), ("endTime", from_epoch_ms(end_ms)))
+        if value
+    }
+    if info:
+        status["rayJobInfo"] = info
+    if job_status not in TERMINAL:
+        status["jobDeploymentStatus"] = "Running"
+        return status
+    status["endTime"] = previous.get("endTime") or rfc3339(now)
+    if job_status == "FAILED":
+        status.update(jobDeploymentStatus="Failed", reason="AppFailed", failed=1)
+    else:
+        status.update(jobDeploymentStatus="Complete", succeeded=1 if job_status == "SUCCEEDED" else 0)
     return status
 
 
-def deadline_status(previous: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """KubeRay's status for a RayJob stopped by activeDeadlineSeconds."""
+def past_deadline(rayjob: dict[str, Any], status: dict[str, Any], now: datetime) -> bool:
+    """activeDeadlineSeconds counts from the RayJob's startTime, as KubeRay counts it."""
+    deadline = rayjob["spec"].get("activeDeadlineSeconds")
+    started = status.get("startTime")
+    if not deadline or not started:
+        return False
+    return (now - datetime.fromisoformat(started.replace("Z", "+00:00"))).total_seconds() > float(deadline)
+
+
+def deadline_status(previous: dict[str, Any], deadline: int, now: datetime) -> dict[str, Any]:
+    """KubeRay's status for a RayJob stopped by activeDeadlineSeconds: jobStatus is left as it was."""
     return {
         **previous,
-        "jobStatus": "STOPPED",
         "jobDeploymentStatus": "Failed",
         "reason": "DeadlineExceeded",
-        "message": "the RayJob ran past its activeDeadlineSeconds",
-        "endTime": now.replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        "message": f"The RayJob has passed the activeDeadlineSeconds. StartTime: {previous.get('startTime')}. "
+        f"ActiveDeadlineSeconds: {deadline}",
+        "endTime": rfc3339(now),
     }
 
 
@@ -99,7 +146,7 @@ class Executor:
         listing: Any = self.custom.list_cluster_custom_object(RAY_JOBS.group, RAY_JOBS.version, RAY_JOBS.plural)
         for rayjob in listing["items"]:
             status = rayjob.get("status") or {}
-            if status.get("jobStatus") in TERMINAL or status.get("jobDeploymentStatus") == "Failed":
+            if status.get("jobDeploymentStatus") in FINISHED:
                 continue
             try:
                 self._advance(rayjob, status)
@@ -107,11 +154,23 @@ class Executor:
                 log.exception("RayJob %s/%s", rayjob["metadata"]["namespace"], rayjob["metadata"]["name"])
 
     def _advance(self, rayjob: dict[str, Any], status: dict[str, Any]) -> None:
+        now = datetime.now(UTC)
+        refused = validation_status(rayjob, now)
+        if refused is not None:
+            self._write(rayjob, refused)
+            return
         sid = submission_id(rayjob)
+        if not status.get("startTime"):
+            status = initializing_status(sid, now)
+            self._write(rayjob, status)
+        if past_deadline(rayjob, status, now):
+            with contextlib.suppress(RuntimeError):  # never submitted: nothing to stop
+                self.jobs.stop_job(sid)
+            self._write(rayjob, deadline_status(status, rayjob["spec"]["activeDeadlineSeconds"], now))
+            return
         try:
             details = self.jobs.get_job_info(sid)
         except RuntimeError:  # not submitted yet
-            self._write(rayjob, {"jobDeploymentStatus": "Initializing", "jobId": sid})
             self.jobs.submit_job(
                 entrypoint=rayjob["spec"]["entrypoint"],
                 submission_id=sid,
@@ -119,13 +178,10 @@ class Executor:
             )
             log.info("submitted %s", sid)
             return
-        new = kuberay_status(details.status.value, details.message or "", details.start_time, details.end_time, sid)
-        deadline = rayjob["spec"].get("activeDeadlineSeconds")
-        running_for = time.time() - details.start_time / 1000 if details.start_time else 0
-        if deadline and details.status.value not in TERMINAL and running_for > deadline:
-            self.jobs.stop_job(sid)
-            new = deadline_status(new, datetime.now(UTC))
-        if any(status.get(key) != value for key, value in new.items()):
+        new = kuberay_status(
+            status, details.status.value, details.message or "", details.start_time, details.end_time, now
+        )
+        if new != status:
             self._write(rayjob, new)
 
     def _write(self, rayjob: dict[str, Any], status: dict[str, Any]) -> None:

@@ -2,7 +2,7 @@
 
 traffic: gateway -> one InferenceService per version in play (`<name>-v<N>`, RawDeployment) and
 one HTTPRoute `<name>` splitting over them by weight; a version is in effect once a Gateway has
-accepted the route's generation. traffic: kserve -> one InferenceService `<name>` whose
+accepted the route's generation and resolved its backends. traffic: kserve -> one InferenceService `<name>` whose
 `canaryTrafficPercent` splits between its spec's revision and KServe's last rolled-out one.
 Each version's InferenceService is built with the predictor settings that version runs with
 (see predictors): during a rollout the stable version keeps its own.
@@ -18,7 +18,7 @@ from ..api.base import ConditionStatus
 from ..api.modeldeployment import AnalysisResult, ModelDeploymentSpec, ModelDeploymentStatus
 from ..api.modelversion import ModelVersionSpec
 from ..api.resources import VERSION_LABEL
-from ..builders.httproute import Routing, build_httproute, hostname, route_accepted, route_weights
+from ..builders.httproute import Routing, build_httproute, hostname, route_in_effect, route_weights
 from ..builders.inferenceservice import build_inferenceservice, inferenceservice_name, predictor_service
 from .conditions import set_condition
 from .predictors import predictor_of
@@ -46,20 +46,30 @@ class Plan(NamedTuple):
 def isvc_serves(isvc: Mapping[str, Any] | None, version: int) -> tuple[bool, str]:
     """Whether the observed InferenceService is ready with `version`, and why not.
 
-    KServe's Ready condition speaks for the spec of status.observedGeneration, so readiness of an
-    older spec (the previous version) does not count.
+    From what KServe really writes: the version label (ours, on the object it serves), the Ready
+    condition, and (Knative) whether the newest revision is the ready one. Never from
+    status.observedGeneration: KServe copies that from its Deployment or Knative Service, whose
+    generation is not the InferenceService's (a replica change moves only the HPA).
     """
     if isvc is None:
         return False, "the InferenceService does not exist yet"
     metadata, status = isvc.get("metadata", {}), isvc.get("status") or {}
     if metadata.get("labels", {}).get(VERSION_LABEL) != str(version):
         return False, "the InferenceService is being updated"
-    if status.get("observedGeneration", 0) < metadata.get("generation", 1):
-        return False, "KServe has not observed the new spec yet"
+    created, latest_ready = _revisions(isvc)
     for cond in status.get("conditions", []):
         if cond.get("type") == "Ready":
-            return cond.get("status") == "True", cond.get("message", "") or cond.get("reason", "")
+            detail = cond.get("message", "") or cond.get("reason", "") or f"Ready is {cond.get('status', 'Unknown')}"
+            if cond.get("status") == "True" and created and created != latest_ready:
+                return False, f"revision {created} is not ready yet"
+            return cond.get("status") == "True", detail
     return False, "the InferenceService has not reported readiness yet"
+
+
+def _revisions(isvc: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(latestCreatedRevision, latestReadyRevision) of the predictor: Knative only."""
+    predictor = ((isvc.get("status") or {}).get("components") or {}).get("predictor") or {}
+    return predictor.get("latestCreatedRevision"), predictor.get("latestReadyRevision")
 
 
 def _version_of(isvc: Mapping[str, Any]) -> int | None:
@@ -74,7 +84,13 @@ class Seen(NamedTuple):
 
 
 def observe(
-    name: str, namespace: str, spec: ModelDeploymentSpec, stable: int | None, observed: Observed, routing: Routing
+    name: str,
+    namespace: str,
+    spec: ModelDeploymentSpec,
+    stable: int | None,
+    observed: Observed,
+    routing: Routing,
+    stable_revision: str | None = None,
 ) -> Seen:
     """Readiness per version, the traffic in effect, and the URL, from what the children report."""
     endpoints: dict[int, Endpoint] = {}
@@ -84,7 +100,7 @@ def observe(
             endpoints[version] = Endpoint(*isvc_serves(isvc, version))
     if spec.traffic_mode == "gateway":
         route = observed.route
-        if route is None or not route_accepted(route):
+        if route is None or not route_in_effect(route):
             return Seen(endpoints, None, "")
         services = {predictor_service(n): v for n, i in observed.isvcs.items() if (v := _version_of(i)) is not None}
         in_effect = {services[svc]: w for svc, w in route_weights(route).items() if svc in services}
@@ -92,19 +108,43 @@ def observe(
     single = observed.isvcs.get(name)
     if single is None:
         return Seen(endpoints, None, "")
-    isvc = single
+    return _observe_knative(single, stable, stable_revision, endpoints)
+
+
+def _observe_knative(
+    isvc: Mapping[str, Any], stable: int | None, stable_revision: str | None, endpoints: dict[int, Endpoint]
+) -> Seen:
+    """traffic: kserve, from KServe's Knative status: the spec's version is served by the latest
+    ready revision once that is not the stable version's own revision (`stable_revision`; right
+    after a new spec is applied KServe still reports the old revision, ready, with all the
+    traffic); the split in effect is status.components.predictor.traffic."""
     status = isvc.get("status") or {}
     version = _version_of(isvc)
-    if stable is not None and stable != version and status.get("url"):
+    _, latest_ready = _revisions(isvc)
+    changing = stable is not None and stable != version
+    fresh = latest_ready is not None and not (changing and stable_revision and latest_ready == stable_revision)
+    if version is not None and not fresh and endpoints.get(version, Endpoint(False)).ready:
+        endpoints[version] = Endpoint(False, "KServe has not made a revision of the new spec yet")
+    if changing and stable is not None and status.get("url"):
         endpoints[stable] = Endpoint(True)  # KServe's last rolled-out revision keeps serving it
+    targets = ((status.get("components") or {}).get("predictor") or {}).get("traffic") or []
     applied: dict[int, int] | None = None
-    if version is not None and status.get("observedGeneration", 0) >= isvc["metadata"].get("generation", 1):
-        percent = isvc.get("spec", {}).get("predictor", {}).get("canaryTrafficPercent")
-        if percent is None or stable is None or stable == version:
-            applied = {version: 100}
-        else:
-            applied = {version: int(percent), stable: 100 - int(percent)}
+    if version is not None and fresh and targets:
+        on_latest = sum(int(t.get("percent", 0)) for t in targets if t.get("revisionName") == latest_ready)
+        applied = {version: on_latest, stable: 100 - on_latest} if changing and stable is not None else {version: 100}
     return Seen(endpoints, applied, status.get("url", ""))
+
+
+def knative_revision(isvc: Mapping[str, Any] | None, version: int) -> str | None:
+    """The ready revision serving `version` with all the traffic: what stableRevision records."""
+    if isvc is None or _version_of(isvc) != version or not isvc_serves(isvc, version)[0]:
+        return None
+    _, latest_ready = _revisions(isvc)
+    predictor = ((isvc.get("status") or {}).get("components") or {}).get("predictor") or {}
+    on_latest = sum(
+        int(t.get("percent", 0)) for t in predictor.get("traffic") or [] if t.get("revisionName") == latest_ready
+    )
+    return latest_ready if on_latest == 100 else None
 
 
 def desired_children(
@@ -178,7 +218,7 @@ def plan_deployment(
         current.conditions, "VersionResolved", resolved, resolution.reason, resolution.message, generation, stamp
     )
     current = current.model_copy(update={"conditions": conditions})
-    seen = observe(name, namespace, spec, current.stable_version, observed, routing)
+    seen = observe(name, namespace, spec, current.stable_version, observed, routing, current.stable_revision)
     target = resolution.version.version if resolution.version else None
     decision = advance(
         spec,
@@ -190,6 +230,10 @@ def plan_deployment(
     status = decision.status
     if seen.url:
         status.url = seen.url
+    if spec.traffic_mode == "kserve" and status.stable_version is not None:
+        revision = knative_revision(observed.isvcs.get(name), status.stable_version)
+        if revision:
+            status.stable_revision = revision
     if target is None and status.stable_version is None and status.candidate_version is None:
         status.phase, status.reason, status.message = "Pending", resolution.reason, resolution.message
         status.conditions = set_condition(

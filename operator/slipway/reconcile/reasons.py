@@ -6,6 +6,7 @@ RAYJOB_PENDING = "RayJobPending"
 RAYJOB_RUNNING = "RayJobRunning"
 RAYJOB_SUCCEEDED = "RayJobSucceeded"
 RAYJOB_FAILED = "RayJobFailed"
+RAYJOB_INVALID = "RayJobInvalid"  # KubeRay refused the RayJob (ValidationFailed): never retried
 DEADLINE_EXCEEDED = "DeadlineExceeded"
 INVALID_SPEC = "InvalidSpec"  # a field the operator needs is unset and has no default
 

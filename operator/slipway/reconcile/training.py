@@ -29,14 +29,14 @@ def judge(
 ) -> Judgement:
     """The decision for an attempt whose RayJob finished (outcome Succeeded or Failed).
 
-    Only a plain job failure is retried: bad data, a missed deadline or a failed gate would
-    fail the same way again.
+    Only a plain job failure is retried: bad data, a missed deadline, a RayJob that KubeRay refused
+    or a failed gate would fail the same way again.
     """
     if outcome.phase == "Failed":
         if validation is not None and not validation.passed:
             return Judgement("fail", reasons.DATA_VALIDATION_FAILED, validation.reason or "the data failed validation")
-        if outcome.reason == reasons.DEADLINE_EXCEEDED:
-            return Judgement("fail", reasons.DEADLINE_EXCEEDED, outcome.message)
+        if outcome.reason in (reasons.DEADLINE_EXCEEDED, reasons.RAYJOB_INVALID):
+            return Judgement("fail", outcome.reason, outcome.message)
         if attempt < run.backoff_limit:
             return Judgement(
                 "retry",

@@ -8,10 +8,12 @@ from ..api.trainingrun import RayJobRef, TrainingPhase, TrainingRunStatus
 from . import reasons
 from .conditions import set_condition
 
-# KubeRay's status.jobStatus (Ray's job states) and status.jobDeploymentStatus values.
-JOB_SUCCEEDED, JOB_FAILED, JOB_STOPPED, JOB_RUNNING = "SUCCEEDED", "FAILED", "STOPPED", "RUNNING"
-DEPLOYMENT_COMPLETE, DEPLOYMENT_FAILED = "Complete", "Failed"
-KUBERAY_DEADLINE_REASON = "DeadlineExceeded"
+# KubeRay's status.jobStatus (Ray's job states), status.jobDeploymentStatus and status.reason.
+JOB_SUCCEEDED, JOB_RUNNING = "SUCCEEDED", "RUNNING"
+JOB_FINAL = (JOB_SUCCEEDED, "FAILED", "STOPPED")
+DEPLOYMENT_COMPLETE, DEPLOYMENT_FAILED, DEPLOYMENT_VALIDATION_FAILED = "Complete", "Failed", "ValidationFailed"
+# Why KubeRay failed a job that will fail the same way again: not worth a retry.
+KUBERAY_DEADLINE_REASONS = ("DeadlineExceeded", "PreRunningDeadlineExceeded")
 
 
 class Outcome(NamedTuple):
@@ -21,19 +23,34 @@ class Outcome(NamedTuple):
 
 
 def rayjob_outcome(rayjob_status: dict[str, Any] | None) -> Outcome:
-    """Pending, Running, Succeeded or Failed, with the reason, from a RayJob's status."""
+    """Pending, Running, Succeeded or Failed, with the reason, from a RayJob's status.
+
+    Only jobDeploymentStatus ends an attempt: in K8sJobMode KubeRay keeps it Running until the
+    submitter Job has ended, even once jobStatus is final, and a retry must not start beside an
+    attempt that is still winding down. Complete means the Ray job reached a final state
+    (SUCCEEDED, or STOPPED); Failed carries KubeRay's reason (AppFailed, SubmissionFailed,
+    DeadlineExceeded, ...); ValidationFailed means KubeRay refused the RayJob itself.
+    """
     status = rayjob_status or {}
     job = status.get("jobStatus", "")
     deployment = status.get("jobDeploymentStatus", "")
+    kuberay_reason = status.get("reason", "")
     message = status.get("message", "")
-    if status.get("reason") == KUBERAY_DEADLINE_REASON:
-        return Outcome("Failed", reasons.DEADLINE_EXCEEDED, message or "the run passed activeDeadlineSeconds")
-    if job == JOB_SUCCEEDED:
-        return Outcome("Succeeded", reasons.RAYJOB_SUCCEEDED, message or "the Ray job succeeded")
-    if job in (JOB_FAILED, JOB_STOPPED) or deployment == DEPLOYMENT_FAILED:
-        return Outcome("Failed", reasons.RAYJOB_FAILED, message or f"the Ray job ended {job or deployment}")
+    if deployment == DEPLOYMENT_VALIDATION_FAILED:
+        return Outcome("Failed", reasons.RAYJOB_INVALID, message or "KubeRay refused the RayJob")
+    if deployment == DEPLOYMENT_FAILED:
+        if kuberay_reason in KUBERAY_DEADLINE_REASONS:
+            return Outcome("Failed", reasons.DEADLINE_EXCEEDED, message or "the run passed activeDeadlineSeconds")
+        detail = f" ({kuberay_reason})" if kuberay_reason else ""
+        return Outcome("Failed", reasons.RAYJOB_FAILED, message or f"the Ray job failed{detail}")
+    if deployment == DEPLOYMENT_COMPLETE:
+        if job == JOB_SUCCEEDED:
+            return Outcome("Succeeded", reasons.RAYJOB_SUCCEEDED, message or "the Ray job succeeded")
+        return Outcome("Failed", reasons.RAYJOB_FAILED, message or f"the Ray job ended {job or 'without a state'}")
     if job == JOB_RUNNING:
         return Outcome("Running", reasons.RAYJOB_RUNNING, message or "the Ray job is running")
+    if job in JOB_FINAL:  # but the attempt is not over until KubeRay says so (its submitter Job)
+        return Outcome("Running", reasons.RAYJOB_RUNNING, f"the Ray job ended {job}; KubeRay is finishing the attempt")
     return Outcome("Pending", reasons.RAYJOB_PENDING, message or "waiting for the Ray cluster and job to start")
 
 
@@ -46,6 +63,7 @@ def training_status(
 ) -> TrainingRunStatus:
     """The next status of a run whose current attempt is `rayjob_name`."""
     status = rayjob_status or {}
+    job_times = status.get("rayJobInfo") or {}
     outcome = rayjob_outcome(status)
     if current.phase in ("Succeeded", "Failed") and outcome.phase != current.phase:
         return current  # finished runs stay finished; a new attempt starts a new status cycle
@@ -84,8 +102,11 @@ def training_status(
                 job_status=status.get("jobStatus", ""),
                 job_deployment_status=status.get("jobDeploymentStatus", ""),
             ),
-            "start_time": status.get("startTime") or current.start_time,
-            "completion_time": (status.get("endTime") or current.completion_time or now) if finished else None,
+            # The Ray job's own times (rayJobInfo), not the RayJob's: the run started when its code did.
+            "start_time": job_times.get("startTime") or status.get("startTime") or current.start_time,
+            "completion_time": (job_times.get("endTime") or status.get("endTime") or current.completion_time or now)
+            if finished
+            else None,
             "message": outcome.message,
         }
     )
