@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import datetime
 import itertools
 import subprocess
 import threading
@@ -18,6 +20,7 @@ from kubernetes import client, config
 from slipway.controlplane import ControlPlane
 from slipway.controlplane.helm import helm_binary
 from slipway.controlplane.server import free_port
+from slipway.devstack import kserve
 from slipway.devstack.cluster import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -216,6 +219,7 @@ class Controllers:
     def __init__(self, cluster: Cluster, namespace: str) -> None:
         self.cluster, self.namespace = cluster, namespace
         self.broken: set[str] = set()  # InferenceServices that never become ready
+        self.revisions: dict[str, tuple[str, kserve.Rollout]] = {}  # name -> (template, rollout)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -226,21 +230,34 @@ class Controllers:
             except Exception:  # an object deleted under us: look again next round
                 continue
 
+    def _isvc_status(self, isvc: dict[str, Any]) -> dict[str, Any]:
+        """KServe's status, with its revision bookkeeping (the dev stack's pure model of KServe): a
+        revision per pod template, ready at once unless broken; Knative traffic by
+        canaryTrafficPercent; observedGeneration the Deployment's, not the InferenceService's."""
+        name, predictor = isvc["metadata"]["name"], isvc["spec"]["predictor"]
+        mode = kserve.deployment_mode(isvc)
+        template = kserve.template_hash(predictor, mode)
+        known, rollout = self.revisions.get(name, ("", kserve.Rollout()))
+        if known != template:
+            rollout = dataclasses.replace(rollout, created=kserve.next_revision(name, rollout))
+        broken = name in self.broken
+        if not broken:
+            rollout = dataclasses.replace(rollout, ready=rollout.created)
+        rollout, targets = kserve.settle(mode, kserve.canary_percent(isvc), rollout)
+        self.revisions[name] = (template, rollout)
+        state = kserve.RevisionState(kserve.STARTING if broken else kserve.READY)
+        address = None if broken else f"http://{name}-predictor.{self.namespace}.svc.cluster.local"
+        now = datetime.datetime(2026, 11, 23, tzinfo=datetime.UTC)
+        return kserve.isvc_status(isvc, "example.com", rollout, targets, state, address, True, now)
+
     def _step(self) -> None:
         api, ns = self.cluster.custom, self.namespace
         for isvc in api.list_namespaced_custom_object(*INFERENCE, ns, "inferenceservices")["items"]:
-            meta, status = isvc["metadata"], isvc.get("status") or {}
-            if meta["name"] in self.broken or status.get("observedGeneration") == meta["generation"]:
-                continue
-            ready = {"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-23T00:00:00Z"}
-            body = {
-                "observedGeneration": meta["generation"],
-                "url": f"http://{meta['name']}.{ns}",
-                "conditions": [ready],
-            }
-            api.patch_namespaced_custom_object_status(
-                *INFERENCE, ns, "inferenceservices", meta["name"], {"status": body}
-            )
+            body = self._isvc_status(isvc)
+            if body != isvc.get("status"):
+                api.patch_namespaced_custom_object_status(
+                    *INFERENCE, ns, "inferenceservices", isvc["metadata"]["name"], {"status": body}
+                )
         for route in api.list_namespaced_custom_object(*GATEWAY, ns, "httproutes")["items"]:
             meta = route["metadata"]
             parents = (route.get("status") or {}).get("parents", [])

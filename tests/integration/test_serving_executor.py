@@ -110,9 +110,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def isvc(
-    name: str, run_dir: Path, version: str, mode: str = "RawDeployment", canary: int | None = None
-) -> dict[str, Any]:
+def isvc(name: str, run_dir: Path, version: str, mode: str = "Standard", canary: int | None = None) -> dict[str, Any]:
     predictor: dict[str, Any] = {
         "minReplicas": 1,
         "maxReplicas": 1,
@@ -169,8 +167,10 @@ def conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def ready(cluster: Cluster, namespace: str, name: str) -> dict[str, Any] | None:
     obj = get(cluster, ISVC, namespace, name)
-    status = obj.get("status") or {}
-    done = status.get("observedGeneration") == obj["metadata"]["generation"]
+    # As the operator judges it: Ready, with the newest revision the ready one (KServe's
+    # observedGeneration is its Deployment's, not the InferenceService's).
+    predictor = ((obj.get("status") or {}).get("components") or {}).get("predictor") or {}
+    done = predictor.get("latestCreatedRevision") == predictor.get("latestReadyRevision")
     return obj if done and conditions(obj).get("Ready", {}).get("status") == "True" else None
 
 
@@ -223,10 +223,11 @@ def test_an_httproute_splits_traffic_by_weight_through_nginx(
     route = wait_for(lambda: route_in_effect(cluster, ns, "churn"), timeout=60, what="the route in effect")
 
     status = v1["status"]
-    assert status["url"] == f"http://churn-v1.{ns}.example.com"
+    assert status["url"] == f"http://churn-v1-{ns}.example.com"  # KServe's default domainTemplate
+    assert status["deploymentMode"] == "Standard"
     assert status["address"]["url"].startswith("http://127.0.0.1:")
     assert status["components"]["predictor"]["latestCreatedRevision"] == "churn-v1-predictor-00001"
-    assert "traffic" not in status["components"]["predictor"]  # RawDeployment: no Knative traffic
+    assert "traffic" not in status["components"]["predictor"]  # Standard: no Knative traffic
     assert {c: conditions(v1)[c]["status"] for c in ("PredictorReady", "IngressReady", "Ready")} == dict.fromkeys(
         ("PredictorReady", "IngressReady", "Ready"), "True"
     )
@@ -245,6 +246,7 @@ def test_an_httproute_splits_traffic_by_weight_through_nginx(
 
     # Each InferenceService answers on its own host too, and an unknown host is a 404.
     assert predict(serving.gateway, f"churn-v2.{ns}.example.com", 3) == {200: 3}
+    assert predict(serving.gateway, v1["status"]["url"].removeprefix("http://"), 3) == {200: 3}  # KServe's URL
     assert predict(serving.gateway, "nobody.example.com", 1) == {404: 1}
 
     # Weights 0/100: churn-v1 stays warm and gets nothing, once the route status says so.
@@ -299,7 +301,7 @@ def test_a_serverless_canary_splits_by_canary_traffic_percent(
     cluster: Cluster, serving: Serving, models: dict[str, Path]
 ) -> None:
     ns = NS_CANARY
-    cluster.apply(ns, isvc("churn", models["1"], "1", mode="Serverless"))
+    cluster.apply(ns, isvc("churn", models["1"], "1", mode="Knative"))
     first = wait_for(lambda: ready(cluster, ns, "churn"), timeout=READY_TIMEOUT, what="churn Ready")
     predictor = first["status"]["components"]["predictor"]
     assert predictor["latestRolledoutRevision"] == "churn-predictor-00001"
@@ -307,7 +309,7 @@ def test_a_serverless_canary_splits_by_canary_traffic_percent(
         {"revisionName": "churn-predictor-00001", "percent": 100, "latestRevision": True, "tag": "latest"}
     ]
 
-    cluster.apply(ns, isvc("churn", models["2"], "2", mode="Serverless", canary=30))
+    cluster.apply(ns, isvc("churn", models["2"], "2", mode="Knative", canary=30))
 
     def split() -> dict[str, Any] | None:
         obj = ready(cluster, ns, "churn")
@@ -330,14 +332,14 @@ def test_a_serverless_canary_splits_by_canary_traffic_percent(
     assert 35 <= counts["churn-predictor-00002"] <= 85, counts  # 60 expected; sd about 6.5
 
     # A canary step changes only canaryTrafficPercent: no new revision, the same processes.
-    cluster.apply(ns, isvc("churn", models["2"], "2", mode="Serverless", canary=60))
+    cluster.apply(ns, isvc("churn", models["2"], "2", mode="Knative", canary=60))
     step = wait_for(lambda: ready(cluster, ns, "churn"), timeout=60, what="the 60% step")
     assert [t["percent"] for t in step["status"]["components"]["predictor"]["traffic"]] == [60, 40]
     assert step["status"]["components"]["predictor"]["latestCreatedRevision"] == "churn-predictor-00002"
     assert canary_targets(serving) == addresses
 
     # Promotion: no canaryTrafficPercent; the canary is rolled out and the old revision stops.
-    cluster.apply(ns, isvc("churn", models["2"], "2", mode="Serverless"))
+    cluster.apply(ns, isvc("churn", models["2"], "2", mode="Knative"))
 
     def promoted() -> dict[str, Any] | None:
         obj = ready(cluster, ns, "churn")

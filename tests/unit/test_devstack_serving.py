@@ -58,9 +58,12 @@ def test_only_the_template_makes_a_new_revision() -> None:
 
 
 def test_mode_defaults_to_serverless_as_kserve_does() -> None:
-    assert kserve.deployment_mode(isvc(mode="RawDeployment")) == kserve.RAW
-    assert kserve.deployment_mode(isvc(mode="Serverless")) == kserve.SERVERLESS
-    assert kserve.deployment_mode({"metadata": {}}) == kserve.SERVERLESS
+    assert kserve.deployment_mode(isvc(mode="Standard")) == kserve.STANDARD
+    assert kserve.deployment_mode(isvc(mode="Knative")) == kserve.KNATIVE
+    assert kserve.deployment_mode({"metadata": {}}) == kserve.KNATIVE
+    # The legacy names, which KServe's defaulter rewrites, still mean the same modes.
+    assert kserve.deployment_mode(isvc(mode="RawDeployment")) == kserve.STANDARD
+    assert kserve.deployment_mode(isvc(mode="Serverless")) == kserve.KNATIVE
 
 
 @pytest.mark.parametrize(
@@ -95,53 +98,53 @@ def percents(targets: list[TrafficTarget]) -> list[tuple[str, int, bool]]:
 
 
 def test_the_first_revision_rolls_out_once_ready() -> None:
-    assert kserve.settle(kserve.SERVERLESS, None, Rollout(created=R1)) == (Rollout(created=R1), [])
-    rollout, targets = kserve.settle(kserve.SERVERLESS, None, Rollout(created=R1, ready=R1))
+    assert kserve.settle(kserve.KNATIVE, None, Rollout(created=R1)) == (Rollout(created=R1), [])
+    rollout, targets = kserve.settle(kserve.KNATIVE, None, Rollout(created=R1, ready=R1))
     assert rollout == Rollout(R1, R1, R1, None)
     assert percents(targets) == [(R1, 100, True)]
 
 
 def test_a_canary_splits_between_the_latest_ready_and_the_rolled_out_revision() -> None:
-    rollout, targets = kserve.settle(kserve.SERVERLESS, 10, Rollout(R2, R2, R1, None))
+    rollout, targets = kserve.settle(kserve.KNATIVE, 10, Rollout(R2, R2, R1, None))
     assert rollout == Rollout(R2, R2, R1, None)
     assert percents(targets) == [(R2, 10, True), (R1, 90, False)]
     assert [t.tag for t in targets] == ["latest", "prev"]
 
 
 def test_while_the_canary_starts_all_traffic_stays_on_the_rolled_out_revision() -> None:
-    rollout, targets = kserve.settle(kserve.SERVERLESS, 10, Rollout(R2, R1, R1, None))
+    rollout, targets = kserve.settle(kserve.KNATIVE, 10, Rollout(R2, R1, R1, None))
     assert rollout == Rollout(R2, R1, R1, None)  # not a rollback: the latest is not ready yet
     assert percents(targets) == [(R1, 10, True), (R1, 90, False)]
 
 
 def test_a_canary_with_nothing_rolled_out_gets_everything() -> None:
-    rollout, targets = kserve.settle(kserve.SERVERLESS, 10, Rollout(R1, R1, None, None))
+    rollout, targets = kserve.settle(kserve.KNATIVE, 10, Rollout(R1, R1, None, None))
     # Rolled out at once; then both of KServe's targets name the one revision, as KServe reports it.
     assert rollout == Rollout(R1, R1, R1, None)
     assert percents(targets) == [(R1, 10, True), (R1, 90, False)]
 
 
 def test_promotion_rolls_the_canary_out_and_remembers_the_previous() -> None:
-    rollout, targets = kserve.settle(kserve.SERVERLESS, None, Rollout(R2, R2, R1, None))
+    rollout, targets = kserve.settle(kserve.KNATIVE, None, Rollout(R2, R2, R1, None))
     assert rollout == Rollout(R2, R2, R2, R1)
     assert percents(targets) == [(R2, 100, True)]
     # canaryTrafficPercent 100 is a rollout too (100% on the latest revision)
-    assert kserve.settle(kserve.SERVERLESS, 100, Rollout(R2, R2, R1, None))[0] == Rollout(R2, R2, R2, R1)
+    assert kserve.settle(kserve.KNATIVE, 100, Rollout(R2, R2, R1, None))[0] == Rollout(R2, R2, R2, R1)
 
 
 def test_a_canary_split_on_a_rolled_out_revision_rolls_back_to_the_previous() -> None:
-    rollout, targets = kserve.settle(kserve.SERVERLESS, 0, Rollout(R2, R2, R2, R1))
+    rollout, targets = kserve.settle(kserve.KNATIVE, 0, Rollout(R2, R2, R2, R1))
     assert rollout == Rollout(R2, R2, R1, R1)
     assert percents(targets) == [(R2, 0, True), (R1, 100, False)]
 
 
 def test_a_new_revision_during_a_canary_replaces_the_canary() -> None:
-    rollout, targets = kserve.settle(kserve.SERVERLESS, 20, Rollout(R3, R3, R1, None))
+    rollout, targets = kserve.settle(kserve.KNATIVE, 20, Rollout(R3, R3, R1, None))
     assert percents(targets) == [(R3, 20, True), (R1, 80, False)] and rollout.rolled_out == R1
 
 
 def test_raw_deployments_ignore_canary_traffic_percent() -> None:
-    _, targets = kserve.settle(kserve.RAW, 10, Rollout(R2, R2, R1, None))
+    _, targets = kserve.settle(kserve.STANDARD, 10, Rollout(R2, R2, R1, None))
     assert percents(targets) == [(R2, 100, True)]
 
 
@@ -158,7 +161,7 @@ def conds(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_a_ready_raw_service_status() -> None:
     status = kserve.isvc_status(
-        isvc(generation=2),
+        isvc(generation=5),  # five edits of the InferenceService, two of them to its pod template
         "example.com",
         Rollout(R2, R2, None, None),
         [TrafficTarget(R2, 100, True, "latest")],
@@ -168,12 +171,15 @@ def test_a_ready_raw_service_status() -> None:
         NOW,
     )
     assert status == {
+        # KServe copies the Deployment's generation (R2: its second template), never the ISVC's 5.
         "observedGeneration": 2,
-        "url": "http://churn.ml.example.com",
+        "deploymentMode": "Standard",
+        # KServe's default domainTemplate, {{ .Name }}-{{ .Namespace }}.{{ .IngressDomain }}.
+        "url": "http://churn-ml.example.com",
         "address": {"url": "http://127.0.0.1:4000"},
         "components": {
             "predictor": {
-                "url": "http://churn-predictor.ml.example.com",
+                "url": "http://churn-predictor-ml.example.com",
                 "latestCreatedRevision": R2,
                 "latestReadyRevision": R2,
                 "address": {"url": "http://127.0.0.1:4000"},
@@ -194,7 +200,7 @@ def test_a_ready_raw_service_status() -> None:
 def test_a_serverless_status_carries_revisions_and_traffic() -> None:
     targets = [TrafficTarget(R2, 10, True, "latest"), TrafficTarget(R1, 90, False, "prev")]
     status = kserve.isvc_status(
-        isvc(mode="Serverless", canary=10),
+        isvc(mode="Knative", canary=10),
         "example.com",
         Rollout(R2, R2, R1, None),
         targets,
@@ -216,6 +222,7 @@ def test_a_starting_revision_is_unknown_and_a_failed_one_false_with_its_log() ->
         isvc(), "example.com", Rollout(R1), [], kserve.RevisionState(kserve.STARTING), None, False, NOW
     )
     assert conds(starting)["Ready"]["status"] == "Unknown"
+    assert "url" not in starting and "url" not in starting["components"]["predictor"]  # only once Ready
     assert conds(starting)["Ready"]["reason"] == "RevisionStarting"
     assert "address" not in starting and starting["modelStatus"]["transitionStatus"] == "InProgress"
 
@@ -268,3 +275,14 @@ def test_prometheus_config_scrapes_the_targets_file() -> None:
     assert conf["global"]["scrape_interval"] == conf["global"]["scrape_timeout"] == "1s"
     (job,) = conf["scrape_configs"]
     assert job["file_sd_configs"][0]["files"] == ["/w/prometheus-targets.json"]
+
+
+def test_revisions_are_numbered_by_template_not_by_the_inferenceservices_generation() -> None:
+    assert kserve.next_revision("churn", Rollout()) == "churn-predictor-00001"
+    assert kserve.next_revision("churn", Rollout(R2, R1, R1)) == "churn-predictor-00003"
+    predictor = {"minReplicas": 1, "maxReplicas": 2, "containers": [{"image": "p:1"}]}
+    scaled = {**predictor, "minReplicas": 2, "maxReplicas": 4}
+    # Standard: the replica range goes to the HPA, the Deployment (and its generation) stays.
+    assert kserve.template_hash(predictor, kserve.STANDARD) == kserve.template_hash(scaled, kserve.STANDARD)
+    # Knative: min/max scale are annotations of the revision template: a new revision.
+    assert kserve.template_hash(predictor, kserve.KNATIVE) != kserve.template_hash(scaled, kserve.KNATIVE)

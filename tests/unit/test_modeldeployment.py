@@ -262,12 +262,12 @@ def test_inferenceservice_carries_the_version_predictor_and_features() -> None:
     assert container["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"}}
     labels = obj["metadata"]["labels"]
     assert (labels[VERSION_LABEL], labels[DEPLOYMENT_LABEL], labels[MODEL_LABEL]) == ("3", "churn", "churn")
-    assert obj["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    assert obj["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
 
 
-def test_kserve_traffic_uses_serverless_mode_and_no_feature_env_without_features() -> None:
+def test_kserve_traffic_uses_knative_mode_and_no_feature_env_without_features() -> None:
     obj = build_inferenceservice("churn", "ml", "churn", md(traffic="kserve"), mv(1), canary_traffic_percent=0)
-    assert obj["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+    assert obj["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
     names = {e["name"] for e in obj["spec"]["predictor"]["containers"][0]["env"]}
     assert "SLIPWAY_FEATURE_SERVICE" not in names
     assert "resources" not in obj["spec"]["predictor"]["containers"][0]

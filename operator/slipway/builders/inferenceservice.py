@@ -13,7 +13,8 @@ from ..api.resources import DEPLOYMENT_LABEL, INFERENCE_SERVICES, MANAGED_BY, MO
 
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 # gateway traffic splits between two InferenceServices behind an HTTPRoute and needs no Knative.
-DEPLOYMENT_MODES = {"gateway": "RawDeployment", "kserve": "Serverless"}
+# KServe's current names: its defaulter rewrites the legacy RawDeployment/Serverless on every apply.
+DEPLOYMENT_MODES = {"gateway": "Standard", "kserve": "Knative"}
 PREDICTOR_PORT = 8080
 GPU = "nvidia.com/gpu"
 # ray-serve: room beside the replicas for the KServe front and Ray's own processes (GCS, raylet,
@@ -118,7 +119,7 @@ def inferenceservice_name(deployment_name: str, deployment: ModelDeploymentSpec,
 
 
 def predictor_service(isvc_name: str) -> str:
-    """The Service KServe (RawDeployment) puts in front of an InferenceService's predictor."""
+    """The Service KServe (Standard mode) puts in front of an InferenceService's predictor."""
     return f"{isvc_name}-predictor"
 
 

@@ -1,11 +1,11 @@
-"""What KServe (with Knative in Serverless mode) decides for an InferenceService, as pure functions.
+"""What KServe (with Knative in Knative mode) decides for an InferenceService, as pure functions.
 
 Revisions: a new one whenever the predictor's template changes (everything but
 `canaryTrafficPercent`, which only moves traffic), named `<isvc>-predictor-<generation:05d>`.
-Traffic (Serverless): with `canaryTrafficPercent` and a rolled-out revision, that percent to the
+Traffic (Knative): with `canaryTrafficPercent` and a rolled-out revision, that percent to the
 latest ready revision and the rest to the last rolled-out one; otherwise 100% to the latest ready
 one, which then counts as rolled out (KServe's own bookkeeping, including its rollback rule).
-RawDeployment: a Deployment rollout, all traffic on the newest ready revision.
+Standard: a Deployment rollout, all traffic on the newest ready revision.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from datetime import datetime
 from typing import Any
 
 MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
-SERVERLESS = "Serverless"
-RAW = "RawDeployment"
+KNATIVE = "Knative"
+STANDARD = "Standard"
+LEGACY_MODES = {"Serverless": KNATIVE, "RawDeployment": STANDARD}  # KServe still reads the old names
 READY_PATH = "/v2/health/ready"
 CONTAINER = "kserve-container"
 
@@ -31,14 +32,31 @@ FAILED = "Failed"  # exited; restarted after a back-off
 MISSING = "Missing"  # no process (not started yet, or its spec is unknown)
 
 
-def revision_name(isvc: str, generation: int) -> str:
-    return f"{isvc}-predictor-{generation:05d}"
+def revision_name(isvc: str, number: int) -> str:
+    return f"{isvc}-predictor-{number:05d}"
+
+
+def revision_number(revision: str | None) -> int:
+    """A revision's number: Knative counts its Service's generations, as a Deployment counts its own
+    (both move only when the pod template does, never with the InferenceService's generation)."""
+    return int(revision.rsplit("-", 1)[1]) if revision else 0
+
+
+def next_revision(isvc: str, rollout: Rollout) -> str:
+    return revision_name(isvc, revision_number(rollout.created) + 1)
 
 
 def deployment_mode(isvc: Mapping[str, Any]) -> str:
-    """KServe's default is Serverless; the operator always says which."""
+    """The annotation, legacy names normalized as KServe does; unset: Knative (the defaultDeploymentMode
+    of KServe's shipped config map). The operator always says which."""
     annotations = isvc.get("metadata", {}).get("annotations") or {}
-    return RAW if annotations.get(MODE_ANNOTATION) in (RAW, "Standard") else SERVERLESS
+    mode = annotations.get(MODE_ANNOTATION) or KNATIVE
+    return STANDARD if LEGACY_MODES.get(mode, mode) == STANDARD else KNATIVE
+
+
+def host(name: str, namespace: str, domain: str) -> str:
+    """KServe's default domainTemplate, {{ .Name }}-{{ .Namespace }}.{{ .IngressDomain }}."""
+    return f"{name}-{namespace}.{domain}"
 
 
 def predictor_container(predictor: Mapping[str, Any]) -> dict[str, Any]:
@@ -48,9 +66,13 @@ def predictor_container(predictor: Mapping[str, Any]) -> dict[str, Any]:
     return dict(next((c for c in containers if c.get("name") == CONTAINER), containers[0]))
 
 
-def template_hash(predictor: Mapping[str, Any]) -> str:
-    """Identity of a revision: the predictor spec without the traffic knob."""
-    template = {key: value for key, value in predictor.items() if key != "canaryTrafficPercent"}
+# What never reaches the pod template: traffic, and in Standard mode the replica range (the HPA's).
+NOT_IN_TEMPLATE = {KNATIVE: {"canaryTrafficPercent"}, STANDARD: {"canaryTrafficPercent", "minReplicas", "maxReplicas"}}
+
+
+def template_hash(predictor: Mapping[str, Any], mode: str = KNATIVE) -> str:
+    """Identity of a revision: the predictor spec without what KServe puts elsewhere."""
+    template = {key: value for key, value in predictor.items() if key not in NOT_IN_TEMPLATE[mode]}
     return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -123,7 +145,7 @@ def traffic(mode: str, canary: int | None, rollout: Rollout) -> list[TrafficTarg
     """Where requests go now; the latest ready revision stands in for one still starting."""
     if rollout.ready is None:
         return []
-    if mode == SERVERLESS and canary is not None and rollout.rolled_out:
+    if mode == KNATIVE and canary is not None and rollout.rolled_out:
         return [
             TrafficTarget(rollout.ready, canary, True, "latest"),
             TrafficTarget(rollout.rolled_out, 100 - canary, False, "prev"),
@@ -236,20 +258,22 @@ def isvc_status(
         else ("Unknown", "IngressNotConfigured", "the gateway has not loaded this service's route yet")
     )
     ready = next((c for c in (predictor, ingress) if c[0] != "True"), ("True", "", ""))
-    component: dict[str, Any] = {"url": f"http://{name}-predictor.{namespace}.{domain}"}
+    mode = deployment_mode(isvc)
+    component: dict[str, Any] = {}
+    if predictor[0] == "True":  # KServe sets the URLs only once ready, from its domain template
+        component["url"] = f"http://{host(f'{name}-predictor', namespace, domain)}"
     if rollout.created:
         component["latestCreatedRevision"] = rollout.created
     if rollout.ready:
         component["latestReadyRevision"] = rollout.ready
-    if deployment_mode(isvc) == SERVERLESS:
+    if mode == KNATIVE:
         if rollout.rolled_out:
             component["latestRolledoutRevision"] = rollout.rolled_out
         if rollout.previous:
             component["previousRolledoutRevision"] = rollout.previous
         component["traffic"] = [t.as_status() for t in targets]
     status: dict[str, Any] = {
-        "observedGeneration": int(meta.get("generation", 1)),
-        "url": f"http://{name}.{namespace}.{domain}",
+        "deploymentMode": mode,
         "components": {"predictor": component},
         "conditions": [
             _condition("IngressReady", *ingress, previous, stamp),
@@ -258,6 +282,10 @@ def isvc_status(
         ],
         "modelStatus": model_status(created, address is not None),
     }
+    if rollout.created:  # the Deployment's (Knative Service's) generation, not the InferenceService's
+        status["observedGeneration"] = revision_number(rollout.created)
+    if ready[0] == "True":
+        status["url"] = f"http://{host(name, namespace, domain)}"
     if address:
         status["address"] = {"url": address}
         component["address"] = {"url": address}

@@ -255,10 +255,11 @@ class Executor:
         if svc is None:
             svc = self.services[key] = self._adopt(isvc)
         predictor = isvc["spec"]["predictor"]
-        template = kserve.template_hash(predictor)
+        mode = kserve.deployment_mode(isvc)
+        template = kserve.template_hash(predictor, mode)
         latest = svc.revisions.get(svc.rollout.created or "")
         if latest is None or latest.template != template:
-            name = kserve.revision_name(meta["name"], int(meta.get("generation", 1)))
+            name = kserve.next_revision(meta["name"], svc.rollout)
             if name in svc.servers:  # same name, other template: only after a restart without records
                 self._retire(svc.servers.pop(name))
             svc.revisions[name] = RevisionSpec(name, template, kserve.predictor_container(predictor))
@@ -271,7 +272,6 @@ class Executor:
             svc.rollout = kserve.Rollout(
                 svc.rollout.created, svc.rollout.created, svc.rollout.rolled_out, svc.rollout.previous
             )
-        mode = kserve.deployment_mode(isvc)
         svc.rollout, svc.traffic = kserve.settle(mode, kserve.canary_percent(isvc), svc.rollout)
         for name in sorted(svc.needed() - set(svc.servers)):
             server = ModelServer(
@@ -337,7 +337,10 @@ class Executor:
         splits = {(svc.namespace, svc.name): svc.split() for key, svc in self.services.items() if key in live}
         table: dict[str, Split] = {}
         for (namespace, name), split in splits.items():
-            for host in (f"{name}.{namespace}.{self.domain}", f"{name}-predictor.{namespace}.{self.domain}"):
+            hosts = [kserve.host(n, namespace, self.domain) for n in (name, f"{name}-predictor")]
+            # and the <name>.<namespace> form, which the HTTPRoutes' hostnames and users' curls use
+            hosts += [f"{name}.{namespace}.{self.domain}", f"{name}-predictor.{namespace}.{self.domain}"]
+            for host in hosts:
                 if _valid_host(host):
                     table[host] = split or [(Target.error(503), 1.0)]
         results: list[RouteResult] = []
