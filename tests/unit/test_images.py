@@ -544,3 +544,21 @@ def test_the_lock_is_closed_over_installed_dependencies() -> None:
             if applies and canonicalize_name(requirement.name) not in locked():
                 missing.add(f"{requirement.name} (for {name})")
     assert not missing, f"requirements.lock lacks {sorted(missing)}: run `make lock`"
+
+
+def test_the_trainer_has_the_ray_cli_that_kuberays_submitter_runs() -> None:
+    """KubeRay's submitter Job (K8sJobMode) runs `ray job submit ...` in the trainer image: the
+    image must install the ray distribution, whose `ray` console script must resolve."""
+    trainer = REPO / "images/trainer/Dockerfile"
+    named = {
+        canonicalize_name(Requirement(re.sub(r"\$\{\w+\}", "0", word)).name)  # build ARGs as a version
+        for argv in pip_installs(trainer)
+        for word in argv[1:]
+        if not word.startswith(("-", ".", "/")) and re.match(r"^[A-Za-z0-9]", word)
+    }
+    assert "ray" in named, f"images/trainer: no pip install names ray ({sorted(named)})"
+    assert final(trainer).base.startswith("rayproject/ray:"), "the base image no longer brings Ray's own CLI set-up"
+    scripts = {e.name: e for e in importlib.metadata.distribution("ray").entry_points if e.group == "console_scripts"}
+    assert "ray" in scripts, "the locked ray declares no `ray` console script"
+    module, _, _ = scripts["ray"].value.partition(":")
+    assert importlib.util.find_spec(module) is not None, f"`ray` resolves to {scripts['ray'].value}, which is gone"
