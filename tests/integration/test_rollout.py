@@ -236,3 +236,28 @@ def test_kserve_traffic_uses_canary_traffic_percent(operator: Cluster, namespace
     until(operator, namespace, "promoted", phase="Stable", stableVersion=2)
     wait_for(lambda: percent() is None, what="canaryTrafficPercent removed after promotion")
     assert isvc_names(operator, namespace) == ["churn"]
+
+
+def test_a_replica_change_mid_rollout_does_not_hold_the_candidate(
+    operator: Cluster, namespace: str, world: Controllers
+) -> None:
+    """KServe (Standard) sends a new replica range to the HPA only: the Deployment's generation,
+    which KServe copies into status.observedGeneration, does not move while the InferenceService's
+    does. Judged by generations, the candidate never became ready and was rolled back."""
+    md = deployment(canary((20, "3s")), prometheus="")
+    md["spec"]["strategy"]["progressDeadline"] = "20s"
+    stable_on(operator, namespace, md)
+    operator.apply(namespace, version(2))
+    until(operator, namespace, "step 0", candidateVersion=2, step=0, canaryWeight=20)
+    scaled = copy.deepcopy(md)
+    scaled["spec"]["predictor"]["maxReplicas"] = 8
+    operator.apply(namespace, scaled)
+
+    def rescaled() -> bool:
+        isvc = operator.custom.get_namespaced_custom_object(*KSERVE[:2], namespace, KSERVE[2], "churn-v2")
+        behind = isvc["status"].get("observedGeneration", 0) < isvc["metadata"]["generation"]
+        return isvc["spec"]["predictor"]["maxReplicas"] == 8 and behind
+
+    wait_for(rescaled, what="version 2's InferenceService rescaled, its Deployment untouched")
+    done = until(operator, namespace, "promoted", timeout=60, phase="Stable", stableVersion=2)
+    assert [(h["version"], h["outcome"]) for h in done["history"]][-1] == (2, "Promoted")
