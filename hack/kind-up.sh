@@ -7,8 +7,9 @@
 #   kube-prometheus-stack   Prometheus (rollout analysis, the operator's metrics), aliased as
 #                           http://prometheus.monitoring:9090, with a PodMonitor for the model servers
 #   KubeRay operator        runs the RayJobs that TrainingRuns become
-#   Envoy Gateway           Gateway API CRDs, an implementation and the Gateway "slipway-gateway"
-#   KServe                  RawDeployment mode (no Knative; KServe >= 0.19 calls this mode "Standard")
+#   Gateway API CRDs        the standard channel, from the Gateway API's own release
+#   Envoy Gateway           an implementation of it and the Gateway "slipway-gateway"
+#   KServe                  Standard mode (formerly RawDeployment: plain Deployments, no Knative)
 #   Redis                   Feast's online store (feature_repo/cluster/feature_store.yaml)
 #   shared data             a MutatingAdmissionPolicy that mounts /slipway-data into Slipway's pods
 #                           and points them at the cluster Feast configuration
@@ -18,8 +19,8 @@
 #
 # Re-running it is safe: every step is an install-or-upgrade (the Feast data is made again, the
 # same bytes). Versions are pinned below and can be overridden from the environment (e.g.
-# KSERVE_VERSION=v0.21.1 hack/kind-up.sh). SKIP_BUILD=1 skips the image builds (the images must be
-# in the local Docker image store already); SKIP_EXAMPLES=1 skips applying examples/.
+# ENVOY_GATEWAY_VERSION=v1.9.1 hack/kind-up.sh). SKIP_BUILD=1 skips the image builds (the images
+# must be in the local Docker image store already); SKIP_EXAMPLES=1 skips applying examples/.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,9 +28,14 @@ CLUSTER="${KIND_CLUSTER_NAME:-slipway}"
 CONTEXT="kind-${CLUSTER}"
 
 KIND_MIN_VERSION="0.32.0" # the oldest kind that runs kind-config.yaml's node image
-KUBERAY_VERSION="${KUBERAY_VERSION:-1.7.0}"
+# KubeRay, KServe and the Gateway API: the versions whose CRDs the tests validate every child
+# object against (PINS in operator/slipway/controlplane/upstream.py, fetched from the Go module
+# proxy, which serves neither KubeRay 1.7.0 nor KServe v0.21.x); tests/unit/test_upstream_pins.py
+# fails when these defaults and those pins differ.
+KUBERAY_VERSION="${KUBERAY_VERSION:-1.6.1}"
 CERT_MANAGER_VERSION="${CERT_MANAGER_VERSION:-v1.20.2}"
-KSERVE_VERSION="${KSERVE_VERSION:-v0.21.0}"
+KSERVE_VERSION="${KSERVE_VERSION:-v0.20.0}"
+GATEWAY_API_VERSION="${GATEWAY_API_VERSION:-v1.6.3}"
 ENVOY_GATEWAY_VERSION="${ENVOY_GATEWAY_VERSION:-v1.9.0}"
 KUBE_PROMETHEUS_STACK_VERSION="${KUBE_PROMETHEUS_STACK_VERSION:-81.6.2}"
 REDIS_IMAGE="${REDIS_IMAGE:-redis:7.4.2}"
@@ -225,13 +231,19 @@ install_kuberay() {
 }
 
 install_gateway() {
-  log "Gateway API CRDs and Envoy Gateway ${ENVOY_GATEWAY_VERSION}"
-  # The Gateway API CRDs of the release Envoy Gateway is tested with, from its CRD chart; applied
-  # server-side because they are too large for a client-side apply's annotation.
+  log "Gateway API ${GATEWAY_API_VERSION} CRDs and Envoy Gateway ${ENVOY_GATEWAY_VERSION}"
+  # The Gateway API's standard channel from its own release, at the version the tests validate
+  # HTTPRoutes against (Envoy Gateway v1.9.0 is built against v1.6.1 and bundles it: the same
+  # minor, one patch release older). It brings the safe-upgrades admission policy too; gateway-helm
+  # installs with crds.enabled=false below, so it does not bring a second one.
+  # Applied server-side because the CRDs are too large for a client-side apply's annotation.
+  k apply --server-side --force-conflicts \
+    -f "https://github.com/kubernetes-sigs/gateway-api/releases/download/${GATEWAY_API_VERSION}/standard-install.yaml" >/dev/null
+  # Envoy Gateway's own CRDs (EnvoyProxy and its policies) from its CRD chart, without the Gateway
+  # API ones above.
   h template envoy-gateway-crds oci://docker.io/envoyproxy/gateway-crds-helm \
     --version "$ENVOY_GATEWAY_VERSION" \
-    --set crds.gatewayAPI.enabled=true \
-    --set crds.gatewayAPI.channel=standard \
+    --set crds.gatewayAPI.enabled=false \
     --set crds.envoyGateway.enabled=true |
     k apply --server-side --force-conflicts -f - >/dev/null
   h upgrade --install envoy-gateway oci://docker.io/envoyproxy/gateway-helm \
@@ -317,12 +329,12 @@ EOF
 }
 
 install_kserve() {
-  log "KServe ${KSERVE_VERSION} (RawDeployment/Standard mode)"
+  log "KServe ${KSERVE_VERSION} (Standard mode)"
   h upgrade --install kserve-crd oci://ghcr.io/kserve/charts/kserve-crd --version "$KSERVE_VERSION" \
     --namespace kserve --create-namespace \
     --wait --timeout 10m
   # Standard is KServe's current name for RawDeployment (plain Deployments and Services, no
-  # Knative); the RawDeployment annotation Slipway writes is still accepted as its alias.
+  # Knative), and the deploymentMode annotation Slipway writes.
   # KServe makes no Ingress or HTTPRoute of its own: Slipway writes the weighted HTTPRoutes.
   h upgrade --install kserve oci://ghcr.io/kserve/charts/kserve-resources --version "$KSERVE_VERSION" \
     --namespace kserve \

@@ -1,8 +1,9 @@
 """Every object the chart renders is valid for a real API server (server-side dry-run).
 
-The control plane has Slipway's CRDs and the minimal third-party CRDs the tests use (KubeRay,
-KServe, Gateway API, ServiceMonitor), so the dry-run checks each manifest against the schemas
-and admission the API server applies: what `helm lint` and `helm template` cannot see.
+The control plane has Slipway's CRDs and the upstream third-party CRDs at their pinned versions
+(KubeRay, KServe, Gateway API, and the Prometheus Operator's ServiceMonitor for the chart's
+optional one; see slipway.controlplane.upstream), so the dry-run checks each manifest against the
+schemas and admission the API server applies: what `helm lint` and `helm template` cannot see.
 """
 
 from __future__ import annotations

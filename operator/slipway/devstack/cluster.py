@@ -1,4 +1,4 @@
-"""Preparing a control plane for Slipway: our CRDs plus the third-party fixtures, and the operator."""
+"""Preparing a control plane for Slipway: our CRDs plus the upstream third-party CRDs, and the operator."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from typing import Any
 import yaml
 
 from ..api.crds import rendered_files
-
-FIXTURES = Path(__file__).parent / "fixtures"
+from ..controlplane.upstream import upstream_crd_dir, upstream_crd_names
 
 
 def kubectl(kubectl_bin: Path, kubeconfig: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -25,16 +24,35 @@ def kubectl(kubectl_bin: Path, kubeconfig: Path, *args: str, check: bool = True)
 
 
 def install_crds(kubectl_bin: Path, kubeconfig: Path, workdir: Path) -> None:
-    """Applies Slipway's CRDs (rendered from the typed source) and the fixture CRDs, and waits."""
+    """Applies Slipway's CRDs (rendered from the typed source) and the upstream CRDs of KubeRay,
+    KServe, the Gateway API and the Prometheus Operator at their pinned versions (see
+    controlplane.upstream), and waits until all are served.
+
+    Server-side apply: KServe's InferenceService CRD is far larger than the 256 KiB a client-side
+    apply's last-applied annotation may hold.
+    """
     ours = workdir / "crds"
     ours.mkdir(parents=True, exist_ok=True)
     for name, text in rendered_files().items():
         (ours / name).write_text(text)
-    for folder in (ours, FIXTURES):
+    upstream = upstream_crd_dir()
+    for folder in (ours, upstream):
         kubectl(kubectl_bin, kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(folder))
-    kubectl(kubectl_bin, kubeconfig, "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    # `kubectl wait` gives up at once on a CRD whose status has no conditions yet (".status.conditions
+    # accessor error"), as a large one (KServe's) may not for a moment after its apply: ask again.
+    deadline = time.monotonic() + 60
+    while True:
+        waited = kubectl(
+            kubectl_bin, kubeconfig, "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s", check=False
+        )
+        if waited.returncode == 0:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"CRDs were not established within 60s: {waited.stderr.strip()}")
+        time.sleep(0.2)
     # Established is not yet servable: the storage behind a new CRD initialises a moment later.
-    plurals = ",".join(crd["metadata"]["name"] for crd in _crd_names(ours, FIXTURES))
+    names = [crd["metadata"]["name"] for crd in _crd_names(ours)] + upstream_crd_names()
+    plurals = ",".join(names)
     deadline = time.monotonic() + 60
     while kubectl(kubectl_bin, kubeconfig, "get", plurals, "-A", check=False).returncode != 0:
         if time.monotonic() > deadline:
@@ -42,8 +60,8 @@ def install_crds(kubectl_bin: Path, kubeconfig: Path, workdir: Path) -> None:
         time.sleep(0.2)
 
 
-def _crd_names(*folders: Path) -> list[dict[str, Any]]:
-    docs = [yaml.safe_load(path.read_text()) for folder in folders for path in sorted(folder.glob("*.yaml"))]
+def _crd_names(folder: Path) -> list[dict[str, Any]]:
+    docs = [yaml.safe_load(path.read_text()) for path in sorted(folder.glob("*.yaml"))]
     return [
         doc
         for doc in docs
