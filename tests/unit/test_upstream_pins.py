@@ -84,4 +84,4 @@ def test_a_module_the_proxy_cannot_give_is_an_error_naming_it(monkeypatch: pytes
     monkeypatch.setenv("GOPROXY", "off")  # nothing leaves the machine: the lookup fails at once
     missing = Pin("example.com/slipway/none", "v0.0.1", ("crd.yaml",))
     with pytest.raises(RuntimeError, match=re.escape("example.com/slipway/none@v0.0.1")):
-        upstream._download((missing,))
+        upstream.download((missing,))

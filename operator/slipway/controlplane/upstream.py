@@ -43,7 +43,8 @@ PINS: tuple[Pin, ...] = (
     Pin(
         "github.com/ray-project/kuberay/ray-operator",
         "v1.6.1",
-        ("config/crd/bases/ray.io_rayjobs.yaml", "config/crd/bases/ray.io_rayclusters.yaml"),
+        # RayServices too: the KubeRay operator (tests/conformance) will not start without them.
+        tuple(f"config/crd/bases/ray.io_{plural}.yaml" for plural in ("rayjobs", "rayclusters", "rayservices")),
     ),
     # The proxy does not serve KServe v0.21.x either; v0.20.0 is the newest it has.
     Pin(
@@ -87,7 +88,7 @@ def pins_digest() -> str:
     return hashlib.sha256(json.dumps(table).encode()).hexdigest()[:12]
 
 
-def _download(pins: tuple[Pin, ...]) -> dict[str, Path]:
+def download(pins: tuple[Pin, ...]) -> dict[str, Path]:
     """`go mod download -json` of each pin; module@version -> the module's extracted folder."""
     if shutil.which("go") is None:
         raise RuntimeError(
@@ -142,7 +143,7 @@ def crd_name(path: Path) -> str:
 
 def _build(target: Path) -> None:
     """Fetches the pinned modules and copies their CRD files, flat, into target/ (atomically)."""
-    folders = _download(PINS)
+    folders = download(PINS)
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     shutil.rmtree(target, ignore_errors=True)  # a folder without names.txt is not ours to trust
