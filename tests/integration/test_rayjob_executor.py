@@ -42,7 +42,10 @@ def rayjob(name: str, namespace: str, code: str, deadline: int | None = None) ->
     spec: dict[str, Any] = {
         "entrypoint": f"{sys.executable} -c {code!r}",
         "runtimeEnvYAML": yaml.safe_dump({"env_vars": {"FROM_RUN": "from-run"}}),
-        "rayClusterSpec": {},
+        # The smallest cluster the real RayJob CRD accepts (the stand-in runs on the local Ray).
+        "rayClusterSpec": {
+            "headGroupSpec": {"template": {"spec": {"containers": [{"name": "ray-head", "image": "ray:test"}]}}}
+        },
     }
     if deadline:
         spec["activeDeadlineSeconds"] = deadline
