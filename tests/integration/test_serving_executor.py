@@ -233,7 +233,13 @@ def test_an_httproute_splits_traffic_by_weight_through_nginx(
     )
     (parent,) = route["status"]["parents"]
     assert parent["controllerName"] == "slipway.dev/devstack-gateway"
-    assert parent["parentRef"] == {"name": "slipway-gateway", "namespace": "slipway-system"}
+    # As we wrote it, with the defaults the real HTTPRoute schema fills in.
+    assert parent["parentRef"] == {
+        "group": "gateway.networking.k8s.io",
+        "kind": "Gateway",
+        "name": "slipway-gateway",
+        "namespace": "slipway-system",
+    }
     assert {c["type"]: c["status"] for c in parent["conditions"]} == {"Accepted": "True", "ResolvedRefs": "True"}
 
     host = f"churn.{ns}.example.com"
@@ -289,9 +295,15 @@ def test_a_raw_deployment_rolls_out_a_new_revision_and_stops_the_old(
     first = wait_for(lambda: ready(cluster, ns, "churn-v1"), timeout=READY_TIMEOUT, what="churn-v1 Ready")
     old_address = first["status"]["address"]["url"]
     cluster.apply(ns, isvc("churn-v1", models["2"], "2"))  # a new template: a new revision
-    generation = get(cluster, ISVC, ns, "churn-v1")["metadata"]["generation"]
-    rolled = wait_for(lambda: ready(cluster, ns, "churn-v1"), timeout=READY_TIMEOUT, what="the new revision Ready")
-    assert rolled["status"]["components"]["predictor"]["latestReadyRevision"] == f"churn-v1-predictor-{generation:05d}"
+
+    def rolled_out() -> dict[str, Any] | None:
+        # Revisions are numbered per pod template (the Deployment's generation), not per edit.
+        obj = ready(cluster, ns, "churn-v1")
+        predictor = (obj or {}).get("status", {}).get("components", {}).get("predictor", {})
+        return obj if predictor.get("latestReadyRevision") == "churn-v1-predictor-00002" else None
+
+    rolled = wait_for(rolled_out, timeout=READY_TIMEOUT, what="the new revision Ready")
+    assert rolled["status"]["observedGeneration"] == 2
     assert rolled["status"]["address"]["url"] != old_address
     wait_for(lambda: "churn-v1-predictor-00001" not in serving.targets(), timeout=30, what="the old revision to stop")
     assert predict(serving.gateway, f"churn-v1.{ns}.example.com", 5) == {200: 5}
@@ -333,7 +345,13 @@ def test_a_serverless_canary_splits_by_canary_traffic_percent(
 
     # A canary step changes only canaryTrafficPercent: no new revision, the same processes.
     cluster.apply(ns, isvc("churn", models["2"], "2", mode="Knative", canary=60))
-    step = wait_for(lambda: ready(cluster, ns, "churn"), timeout=60, what="the 60% step")
+
+    def at_60() -> dict[str, Any] | None:
+        obj = ready(cluster, ns, "churn")
+        traffic = (obj or {}).get("status", {}).get("components", {}).get("predictor", {}).get("traffic") or []
+        return obj if [t["percent"] for t in traffic] == [60, 40] else None
+
+    step = wait_for(at_60, timeout=60, what="the 60% step")
     assert [t["percent"] for t in step["status"]["components"]["predictor"]["traffic"]] == [60, 40]
     assert step["status"]["components"]["predictor"]["latestCreatedRevision"] == "churn-predictor-00002"
     assert canary_targets(serving) == addresses
