@@ -25,6 +25,10 @@ TOOLS = REPO_ROOT / "tools" / "controlplane"
 CACHE = Path(os.environ.get("SLIPWAY_CACHE", Path.home() / ".cache" / "slipway"))
 
 
+# What `build` makes; kube-controller-manager runs the conformance tests' garbage collector.
+BINARIES = ("etcd", "kube-apiserver", "kubectl", "kube-controller-manager")
+
+
 @dataclass(frozen=True)
 class Assets:
     etcd: Path
@@ -59,7 +63,8 @@ def go_build(module: Path, out: Path, packages: list[str], ldflags: str = "") ->
 
 
 def build(target: Path) -> None:
-    """Builds etcd, kube-apiserver and kubectl into target/."""
+    """Builds etcd, kube-apiserver, kubectl and kube-controller-manager (the conformance tests'
+    garbage collector) into target/."""
     if shutil.which("go") is None:
         raise RuntimeError("Go is needed to build the control plane (or set KUBEBUILDER_ASSETS)")
     version = kube_version()
@@ -74,7 +79,7 @@ def build(target: Path) -> None:
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     go_build(TOOLS / "etcd", partial, ["."])
-    go_build(TOOLS / "kube", partial, ["./cmd/kube-apiserver", "./cmd/kubectl"], stamp)
+    go_build(TOOLS / "kube", partial, [f"./cmd/{name}" for name in BINARIES if name != "etcd"], stamp)
     partial.rename(target)
 
 
@@ -92,14 +97,19 @@ def _kubectl_fits(kubectl: str, server_minor: int) -> bool:
 
 def cached_bin_dir() -> Path:
     target = CACHE / "controlplane" / f"{kube_version()}-{_sources_digest()}" / "bin"
-    if (target / "kube-apiserver").exists():
+    if _complete(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / ".lock", "w") as lock:  # one build even when tests run in parallel
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / "kube-apiserver").exists():
+        if not _complete(target):
+            shutil.rmtree(target, ignore_errors=True)  # an older build of fewer binaries
             build(target)
     return target
+
+
+def _complete(target: Path) -> bool:
+    return all((target / name).exists() for name in BINARIES)
 
 
 def find_assets() -> Assets:

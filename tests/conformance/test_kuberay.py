@@ -1,0 +1,146 @@
+"""TrainingRuns reconciled by the real KubeRay operator: what it builds from our RayJobs, and the
+run's phase following the status KubeRay itself writes (never a status written by a test)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conformance.conftest import NAMESPACE
+from tests.support import Cluster, contract_manifests, wait_for
+
+pytestmark = pytest.mark.integration
+
+TR, _, _ = contract_manifests()
+RAY = ("ray.io", "v1")
+SLIPWAY = ("slipway.dev", "v1alpha1")
+
+
+def training_run(name: str, artifacts: Path, **spec: Any) -> dict[str, Any]:
+    run = copy.deepcopy(TR)
+    run["metadata"]["name"] = name
+    run["spec"]["artifacts"] = {"uri": f"file://{artifacts}/"}
+    run["spec"].update(spec)
+    return run
+
+
+def get(cluster: Cluster, group: tuple[str, str], plural: str, name: str) -> dict[str, Any] | None:
+    items = cluster.custom.list_namespaced_custom_object(*group, NAMESPACE, plural)["items"]
+    return next((i for i in items if i["metadata"]["name"] == name), None)
+
+
+def run_status(cluster: Cluster, name: str) -> dict[str, Any]:
+    return (get(cluster, SLIPWAY, "trainingruns", name) or {}).get("status") or {}
+
+
+def test_kuberay_builds_the_gpu_cluster_and_the_run_follows_its_status(kuberay: Cluster, tmp_path: Path) -> None:
+    kuberay.apply(NAMESPACE, training_run("gpu-run", tmp_path))  # 2 workers x 1 GPU, as in the contract
+    rayjob = wait_for(
+        lambda: (
+            (j := get(kuberay, RAY, "rayjobs", "gpu-run-0")) and (j.get("status") or {}).get("rayClusterName") and j
+        ),
+        timeout=60,
+        what="KubeRay to take the RayJob and name its RayCluster",
+    )
+    status = rayjob["status"]
+    assert status["jobDeploymentStatus"] == "Initializing" and status["startTime"]  # KubeRay's own first write
+    assert rayjob["spec"]["shutdownAfterJobFinishes"] is True and rayjob["spec"]["entrypoint"].startswith("python -m ")
+
+    cluster = wait_for(lambda: get(kuberay, RAY, "rayclusters", status["rayClusterName"]), what="the RayCluster")
+    (group,) = cluster["spec"]["workerGroupSpecs"]
+    worker = group["template"]["spec"]["containers"][0]
+    assert worker["resources"]["requests"]["nvidia.com/gpu"] == worker["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert group["replicas"] == 2
+
+    def pods() -> list[dict[str, Any]] | None:
+        items = kuberay.core.list_namespaced_pod(
+            NAMESPACE, label_selector=f"ray.io/cluster={cluster['metadata']['name']}"
+        )
+        found = [kuberay.core.api_client.sanitize_for_serialization(p) for p in items.items]
+        return found if len(found) == 3 else None  # the head and two workers
+
+    made = wait_for(pods, timeout=60, what="KubeRay to create the head and worker pods")
+    gpus = [p for p in made if "nvidia.com/gpu" in p["spec"]["containers"][0]["resources"].get("limits", {})]
+    assert len(gpus) == 2 and all(p["spec"]["tolerations"] for p in gpus)
+    env = {e["name"] for p in made for c in p["spec"]["containers"] for e in c.get("env", [])}
+    assert "RAY_ADDRESS" in env or "RAY_CLUSTER_NAME" in env, env  # KubeRay's own wiring of the pods
+
+    # The run's phase is KubeRay's: Pending while it initializes (no node runs the pods here).
+    current = wait_for(
+        lambda: (
+            (s := run_status(kuberay, "gpu-run")).get("rayJob", {}).get("jobDeploymentStatus") == "Initializing" and s
+        ),
+        what="the run to lift KubeRay's status",
+    )
+    assert current["phase"] == "Pending" and current["rayJob"]["name"] == "gpu-run-0"
+
+
+def test_kuberay_deadline_fails_the_run_once_and_its_cluster_goes(kuberay: Cluster, tmp_path: Path) -> None:
+    """KubeRay counts activeDeadlineSeconds from the RayJob's start and fails it with
+    DeadlineExceeded; the run fails with that reason and is not retried (it would miss it again),
+    and with ttlSecondsAfterFinished 0 KubeRay removes the attempt's RayCluster at once."""
+    run = training_run("late-run", tmp_path, activeDeadlineSeconds=3, ttlSecondsAfterFinished=0, backoffLimit=2)
+    kuberay.apply(NAMESPACE, run)
+    done = wait_for(
+        lambda: (s := run_status(kuberay, "late-run")).get("phase") == "Failed" and s,
+        timeout=90,
+        what="the deadline",
+    )
+    failed = {c["type"]: c for c in done["conditions"]}["Failed"]
+    assert failed["reason"] == "DeadlineExceeded", done
+    rayjob = get(kuberay, RAY, "rayjobs", "late-run-0")
+    assert rayjob is not None
+    assert (rayjob["status"]["jobDeploymentStatus"], rayjob["status"]["reason"]) == ("Failed", "DeadlineExceeded")
+    assert get(kuberay, RAY, "rayjobs", "late-run-1") is None and done.get("attempt", 0) == 0
+    wait_for(
+        lambda: get(kuberay, RAY, "rayclusters", rayjob["status"]["rayClusterName"]) is None,
+        timeout=60,
+        what="KubeRay to delete the failed attempt's RayCluster",
+    )
+
+
+def test_deleting_a_run_takes_its_rayjob_cluster_and_pods_through_the_garbage_collector(
+    kuberay: Cluster, tmp_path: Path
+) -> None:
+    kuberay.apply(NAMESPACE, training_run("gone-run", tmp_path, scaling={"workers": 1}))
+    rayjob = wait_for(
+        lambda: (
+            (j := get(kuberay, RAY, "rayjobs", "gone-run-0")) and (j.get("status") or {}).get("rayClusterName") and j
+        ),
+        timeout=60,
+        what="KubeRay to make the attempt's RayCluster",
+    )
+    cluster_name = rayjob["status"]["rayClusterName"]
+    selector = f"ray.io/cluster={cluster_name}"
+    wait_for(lambda: kuberay.core.list_namespaced_pod(NAMESPACE, label_selector=selector).items, what="its pods")
+    kuberay.custom.delete_namespaced_custom_object(*SLIPWAY, NAMESPACE, "trainingruns", "gone-run")
+    wait_for(
+        lambda: (
+            get(kuberay, RAY, "rayjobs", "gone-run-0") is None
+            and get(kuberay, RAY, "rayclusters", cluster_name) is None
+            and not kuberay.core.list_namespaced_pod(NAMESPACE, label_selector=selector).items
+        ),
+        timeout=90,
+        what="the garbage collector to remove the RayJob, its RayCluster and its pods",
+    )
+
+
+def test_deleting_a_deployment_takes_its_inferenceservices_and_route(kuberay: Cluster) -> None:
+    _, version, deployment = contract_manifests()
+    kuberay.apply(NAMESPACE, version, deployment)
+
+    def children() -> tuple[list[str], list[str]]:
+        isvcs = kuberay.custom.list_namespaced_custom_object(
+            "serving.kserve.io", "v1beta1", NAMESPACE, "inferenceservices"
+        )
+        routes = kuberay.custom.list_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", NAMESPACE, "httproutes"
+        )
+        return [i["metadata"]["name"] for i in isvcs["items"]], [r["metadata"]["name"] for r in routes["items"]]
+
+    assert wait_for(lambda: children() == (["churn-v3"], ["churn"]) and children(), what="the children")
+    kuberay.custom.delete_namespaced_custom_object(*SLIPWAY, NAMESPACE, "modeldeployments", "churn")
+    wait_for(lambda: children() == ([], []), timeout=60, what="the garbage collector to remove them")
