@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,16 +96,26 @@ def _kubectl_fits(kubectl: str, server_minor: int) -> bool:
     return abs(minor - server_minor) <= 1
 
 
+def build_once(target: Path, done: Callable[[], bool], make: Callable[[], None]) -> None:
+    """Runs `make` unless `done()`, under a lock beside `target`: parallel test processes build a
+    cached tool once, and the ones that waited find it done."""
+    if done():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done():
+            make()
+
+
 def cached_bin_dir() -> Path:
     target = CACHE / "controlplane" / f"{kube_version()}-{_sources_digest()}" / "bin"
-    if _complete(target):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / ".lock", "w") as lock:  # one build even when tests run in parallel
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not _complete(target):
-            shutil.rmtree(target, ignore_errors=True)  # an older build of fewer binaries
-            build(target)
+
+    def rebuild() -> None:
+        shutil.rmtree(target, ignore_errors=True)  # an older build of fewer binaries
+        build(target)
+
+    build_once(target, lambda: _complete(target), rebuild)
     return target
 
 

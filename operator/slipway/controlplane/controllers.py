@@ -9,14 +9,13 @@ control-plane binaries.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from .assets import CACHE, cached_bin_dir, go_build
-from .upstream import PINS, download
+from .assets import CACHE, build_once, cached_bin_dir, go_build
+from .upstream import PINS, Pin, download
 
 KUBERAY_MODULE = "github.com/ray-project/kuberay/ray-operator"
 
@@ -34,22 +33,20 @@ def kuberay_operator() -> Path:
     """The KubeRay operator binary at the pinned version, built once (about a minute on 2 cores)."""
     pin = next(p for p in PINS if p.module == KUBERAY_MODULE)
     target = CACHE / "controllers" / f"kuberay-{pin.version}"
-    binary = target / "ray-operator"
-    if binary.exists():
-        return binary
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / ".lock", "w") as lock:  # one build even when tests run in parallel
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not binary.exists():
-            source = download((pin,))[f"{pin.module}@{pin.version}"]
-            with tempfile.TemporaryDirectory(prefix="slipway-kuberay-") as scratch:
-                module = Path(scratch) / "ray-operator"
-                shutil.copytree(source, module, ignore=shutil.ignore_patterns("test", "*_test.go"))
-                for path in [module, *module.rglob("*")]:
-                    path.chmod(path.stat().st_mode | 0o200)
-                partial = target.with_name(target.name + ".partial")
-                shutil.rmtree(partial, ignore_errors=True)
-                partial.mkdir(parents=True)
-                go_build(module, partial, ["."])  # named after the module: ray-operator
-                partial.rename(target)
+    binary = target / "ray-operator"  # go build names it after the module
+    build_once(target, binary.exists, lambda: _build_kuberay(pin, target))
     return binary
+
+
+def _build_kuberay(pin: Pin, target: Path) -> None:
+    source = download((pin,))[f"{pin.module}@{pin.version}"]
+    with tempfile.TemporaryDirectory(prefix="slipway-kuberay-") as scratch:
+        module = Path(scratch) / "ray-operator"
+        shutil.copytree(source, module, ignore=shutil.ignore_patterns("test", "*_test.go"))
+        for path in [module, *module.rglob("*")]:
+            path.chmod(path.stat().st_mode | 0o200)
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        go_build(module, partial, ["."])
+        partial.rename(target)  # atomic: a half-built binary is never found by a later call

@@ -7,13 +7,12 @@ pin rebuilds by itself and every later call costs nothing.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import re
 import shutil
 from pathlib import Path
 
-from .assets import CACHE, TOOLS, go_build
+from .assets import CACHE, TOOLS, build_once, go_build
 
 HELM_TOOLS = TOOLS.parent / "helm"
 # Helm keeps its root command unexported in this main package, so we build the package itself.
@@ -74,11 +73,5 @@ def helm_binary() -> Path:
         return Path(on_path)
     target = CACHE / "helm" / f"{helm_version()}-{_sources_digest()}"
     binary = target / "helm"
-    if binary.exists():
-        return binary
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / ".lock", "w") as lock:  # one build even when tests run in parallel
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not binary.exists():
-            _build(target)
+    build_once(target, binary.exists, lambda: _build(target))
     return binary

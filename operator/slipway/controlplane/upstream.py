@@ -10,7 +10,6 @@ by itself and every later call costs nothing.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -23,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from .assets import CACHE
+from .assets import CACHE, build_once
 
 NAMES_FILE = "names.txt"  # the CRD names, one a line; not .yaml/.json, so `kubectl apply -f DIR` skips it
 
@@ -166,13 +165,7 @@ def _build(target: Path) -> None:
 def upstream_crd_dir() -> Path:
     """The folder with the pinned upstream CRDs (only CRD YAML, plus names.txt), fetched once."""
     target = CACHE / "crds" / pins_digest()
-    if (target / NAMES_FILE).exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / ".lock", "w") as lock:  # one fetch even when tests run in parallel
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / NAMES_FILE).exists():
-            _build(target)
+    build_once(target, (target / NAMES_FILE).exists, lambda: _build(target))
     return target
 
 

@@ -66,10 +66,23 @@ def isvc_serves(isvc: Mapping[str, Any] | None, version: int) -> tuple[bool, str
     return False, "the InferenceService has not reported readiness yet"
 
 
+def _predictor_status(isvc: Mapping[str, Any]) -> Mapping[str, Any]:
+    component: Mapping[str, Any] = ((isvc.get("status") or {}).get("components") or {}).get("predictor") or {}
+    return component
+
+
 def _revisions(isvc: Mapping[str, Any]) -> tuple[str | None, str | None]:
     """(latestCreatedRevision, latestReadyRevision) of the predictor: Knative only."""
-    predictor = ((isvc.get("status") or {}).get("components") or {}).get("predictor") or {}
+    predictor = _predictor_status(isvc)
     return predictor.get("latestCreatedRevision"), predictor.get("latestReadyRevision")
+
+
+def _percent_on(isvc: Mapping[str, Any], revision: str | None) -> int | None:
+    """The traffic percent KServe reports on `revision`; None when it reports no traffic at all."""
+    targets = _predictor_status(isvc).get("traffic") or []
+    if not targets:
+        return None
+    return sum(int(t.get("percent", 0)) for t in targets if t.get("revisionName") == revision)
 
 
 def _version_of(isvc: Mapping[str, Any]) -> int | None:
@@ -127,10 +140,9 @@ def _observe_knative(
         endpoints[version] = Endpoint(False, "KServe has not made a revision of the new spec yet")
     if changing and stable is not None and status.get("url"):
         endpoints[stable] = Endpoint(True)  # KServe's last rolled-out revision keeps serving it
-    targets = ((status.get("components") or {}).get("predictor") or {}).get("traffic") or []
+    on_latest = _percent_on(isvc, latest_ready)
     applied: dict[int, int] | None = None
-    if version is not None and fresh and targets:
-        on_latest = sum(int(t.get("percent", 0)) for t in targets if t.get("revisionName") == latest_ready)
+    if version is not None and fresh and on_latest is not None:
         applied = {version: on_latest, stable: 100 - on_latest} if changing and stable is not None else {version: 100}
     return Seen(endpoints, applied, status.get("url", ""))
 
@@ -140,11 +152,7 @@ def knative_revision(isvc: Mapping[str, Any] | None, version: int) -> str | None
     if isvc is None or _version_of(isvc) != version or not isvc_serves(isvc, version)[0]:
         return None
     _, latest_ready = _revisions(isvc)
-    predictor = ((isvc.get("status") or {}).get("components") or {}).get("predictor") or {}
-    on_latest = sum(
-        int(t.get("percent", 0)) for t in predictor.get("traffic") or [] if t.get("revisionName") == latest_ready
-    )
-    return latest_ready if on_latest == 100 else None
+    return latest_ready if _percent_on(isvc, latest_ready) == 100 else None
 
 
 def desired_children(
