@@ -124,8 +124,9 @@ def test_canary_walks_every_step_and_promotes(operator: Cluster, namespace: str,
 def test_plugin_pauses_resumes_aborts_retries_and_promotes(
     operator: Cluster, namespace: str, world: Controllers
 ) -> None:
-    # Step 0's pause outlasts a `kubectl slipway pause` on a loaded machine, so the pause lands in step 0.
-    stable_on(operator, namespace, deployment(canary((10, "8s"), (50, "2s"))))
+    # Step 0's pause outlasts a `kubectl slipway pause` on a loaded machine, so the pause lands in step 0;
+    # step 1's outlasts the `abort` (on a loaded CI machine a 2 s pause ended in a promotion first).
+    stable_on(operator, namespace, deployment(canary((10, "8s"), (50, "120s"))))
     operator.apply(namespace, version(2))
     until(operator, namespace, "step 0", candidateVersion=2, step=0, canaryWeight=10)
 
