@@ -295,7 +295,10 @@ class ModelDeploymentSpec(ApiModel):
     predictor: Predictor = Field(description="The model server.")
     traffic: TrafficMode | None = Field(
         None,
-        description="gateway: two InferenceServices behind a Gateway API HTTPRoute; kserve: canaryTrafficPercent. "
+        description="gateway: one InferenceService per version (KServe Standard mode, no Knative) behind a "
+        "Gateway API HTTPRoute that splits by weight. kserve: one InferenceService in KServe's Knative "
+        "(Serverless) mode split by canaryTrafficPercent; it needs Knative Serving, since KServe's Standard "
+        "(RawDeployment) mode has no canary split. "
         "Unset: the operator's default (chart value traffic.backend, gateway unless changed).",
     )
     prometheus: Prometheus | None = Field(
