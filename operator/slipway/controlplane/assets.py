@@ -26,8 +26,8 @@ TOOLS = REPO_ROOT / "tools" / "controlplane"
 CACHE = Path(os.environ.get("SLIPWAY_CACHE", Path.home() / ".cache" / "slipway"))
 
 
-# What `build` makes; kube-controller-manager runs the conformance tests' garbage collector.
-BINARIES = ("etcd", "kube-apiserver", "kubectl", "kube-controller-manager")
+# What `build` makes; kube-controller-manager and kube-scheduler run in the conformance stack.
+BINARIES = ("etcd", "kube-apiserver", "kubectl", "kube-controller-manager", "kube-scheduler")
 
 
 @dataclass(frozen=True)
@@ -64,8 +64,8 @@ def go_build(module: Path, out: Path, packages: list[str], ldflags: str = "") ->
 
 
 def build(target: Path) -> None:
-    """Builds etcd, kube-apiserver, kubectl and kube-controller-manager (the conformance tests'
-    garbage collector) into target/."""
+    """Builds etcd, kube-apiserver, kubectl, kube-controller-manager and kube-scheduler (the
+    conformance stack's) into target/."""
     if shutil.which("go") is None:
         raise RuntimeError("Go is needed to build the control plane (or set KUBEBUILDER_ASSETS)")
     version = kube_version()
