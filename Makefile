@@ -51,7 +51,7 @@ lock: $(UV) ## regenerate requirements.lock from pyproject.toml (uv; UPGRADE=1 t
 	{ echo "$$LOCK_HEADER"; cat requirements.lock; } > requirements.lock.tmp
 	mv requirements.lock.tmp requirements.lock
 
-controlplane: $(STAMP) ## build etcd, kube-apiserver, kubectl and kube-controller-manager once into ~/.cache/slipway
+controlplane: $(STAMP) ## build etcd, kube-apiserver, kubectl, kube-controller-manager and kube-scheduler once into ~/.cache/slipway
 	$(BIN)/slipway controlplane
 
 dev: $(STAMP) ## run the dev stack (control plane + CRDs + operator) until Ctrl-C

@@ -259,7 +259,8 @@ def test_inferenceservice_carries_the_version_predictor_and_features() -> None:
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["STORAGE_URI"] == "s3://m/3/" and env["SLIPWAY_MODEL_VERSION"] == "3"
     assert env["SLIPWAY_FEATURE_SERVICE"] == "churn_v1" and env["SLIPWAY_ENTITY_KEY"] == "customer_id"
-    assert container["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"}}
+    # No limits given: the requests are the limits (KServe's webhook would add its own defaults).
+    assert container["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}}
     labels = obj["metadata"]["labels"]
     assert (labels[VERSION_LABEL], labels[DEPLOYMENT_LABEL], labels[MODEL_LABEL]) == ("3", "churn", "churn")
     assert obj["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"

@@ -102,9 +102,16 @@ def test_the_engine_and_batching_reach_the_container_env_exactly(
 
 
 def test_the_kserve_engine_leaves_resources_and_volumes_as_given() -> None:
-    given = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}}
+    given = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "4", "memory": "2Gi"}}
     obj = isvc_of(md(predictor={"image": "predictor:1", "resources": given, "rayServe": {"replicas": 8}}))
     assert obj["spec"]["predictor"]["containers"][0]["resources"] == given
+    # only a request without a limit is completed, with the request as the limit
+    partial = {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "3Gi"}}
+    obj = isvc_of(md(predictor={"image": "predictor:1", "resources": partial}))
+    assert obj["spec"]["predictor"]["containers"][0]["resources"] == {
+        "requests": {"cpu": "1", "memory": "2Gi"},
+        "limits": {"cpu": "1", "memory": "3Gi"},
+    }
     assert "volumes" not in obj["spec"]["predictor"]
     assert "volumeMounts" not in obj["spec"]["predictor"]["containers"][0]
 
@@ -113,17 +120,23 @@ def test_the_kserve_engine_leaves_resources_and_volumes_as_given() -> None:
     ("fields", "expected"),
     [
         # the most replicas x cpusPerReplica, plus 1 for the KServe front and Ray's own processes
-        ({}, {"requests": {"cpu": "3"}}),
-        ({"rayServe": {"replicas": 4, "cpusPerReplica": 2}}, {"requests": {"cpu": "9"}}),
-        ({"rayServe": {"replicas": 3, "cpusPerReplica": 0.5}}, {"requests": {"cpu": "2500m"}}),
-        ({"rayServe": {"replicas": 1, "autoscaling": {"maxReplicas": 5}}}, {"requests": {"cpu": "6"}}),
+        ({}, {"requests": {"cpu": "3"}, "limits": {"cpu": "3"}}),
+        ({"rayServe": {"replicas": 4, "cpusPerReplica": 2}}, {"requests": {"cpu": "9"}, "limits": {"cpu": "9"}}),
+        (
+            {"rayServe": {"replicas": 3, "cpusPerReplica": 0.5}},
+            {"requests": {"cpu": "2500m"}, "limits": {"cpu": "2500m"}},
+        ),
+        (
+            {"rayServe": {"replicas": 1, "autoscaling": {"maxReplicas": 5}}},
+            {"requests": {"cpu": "6"}, "limits": {"cpu": "6"}},
+        ),
         # never less than what the user asked for, in the user's own words
         (
             {"resources": {"requests": {"cpu": "8000m", "memory": "4Gi"}}},
-            {"requests": {"cpu": "8000m", "memory": "4Gi"}},
+            {"requests": {"cpu": "8000m", "memory": "4Gi"}, "limits": {"cpu": "8000m", "memory": "4Gi"}},
         ),
-        ({"resources": {"requests": {"cpu": "500m"}}}, {"requests": {"cpu": "3"}}),
-        # a CPU limit may not be below the request: it is raised with it; none is added
+        ({"resources": {"requests": {"cpu": "500m"}}}, {"requests": {"cpu": "3"}, "limits": {"cpu": "3"}}),
+        # a CPU limit may not be below the request: it is raised with it; a request without one is its limit
         ({"resources": {"limits": {"cpu": "2"}}}, {"requests": {"cpu": "3"}, "limits": {"cpu": "3"}}),
         ({"resources": {"limits": {"cpu": "16"}}}, {"requests": {"cpu": "3"}, "limits": {"cpu": "16"}}),
         (
@@ -133,11 +146,11 @@ def test_the_kserve_engine_leaves_resources_and_volumes_as_given() -> None:
         # GPUs: replicas x gpusPerReplica as request and limit both
         (
             {"rayServe": {"replicas": 2, "gpusPerReplica": 1}},
-            {"requests": {"cpu": "3", "nvidia.com/gpu": "2"}, "limits": {"nvidia.com/gpu": "2"}},
+            {"requests": {"cpu": "3", "nvidia.com/gpu": "2"}, "limits": {"cpu": "3", "nvidia.com/gpu": "2"}},
         ),
         (
             {"rayServe": {"replicas": 2, "gpusPerReplica": 1}, "resources": {"limits": {"nvidia.com/gpu": "4"}}},
-            {"requests": {"cpu": "3", "nvidia.com/gpu": "4"}, "limits": {"nvidia.com/gpu": "4"}},
+            {"requests": {"cpu": "3", "nvidia.com/gpu": "4"}, "limits": {"cpu": "3", "nvidia.com/gpu": "4"}},
         ),
     ],
 )

@@ -81,6 +81,10 @@ def container_resources(predictor: Predictor) -> dict[str, dict[str, str]]:
     CPU: the most replicas times cpusPerReplica plus RAY_OVERHEAD_CPUS, in the request (and in the
     limit when one is set: it may not be below the request). GPUs: the most replicas times
     gpusPerReplica, as request and limit both (extended resources need them equal).
+
+    A CPU or memory request without a limit gets the request as its limit: KServe's defaulting
+    webhook would otherwise add its configured default limits (1 CPU, 2Gi as shipped), and a request
+    above them makes the predictor's Deployment invalid, so the version would never be served.
     """
     requests, limits = dict(predictor.resources.requests), dict(predictor.resources.limits)
     if predictor.engine == "ray-serve":
@@ -93,6 +97,9 @@ def container_resources(predictor: Predictor) -> dict[str, dict[str, str]]:
         if gpus > 0:
             given = [quantity(q) for q in (requests.get(GPU), limits.get(GPU)) if q is not None]
             requests[GPU] = limits[GPU] = str(int(max([Decimal(gpus), *given])))
+    for key in ("cpu", "memory"):
+        if key in requests:
+            limits.setdefault(key, requests[key])
     return {key: value for key, value in (("requests", requests), ("limits", limits)) if value}
 
 

@@ -11,13 +11,13 @@ nothing that follows a pod's or node's address ever leaves this machine.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from .assets import CACHE, build_once, cached_bin_dir, go_build
+from .assets import CACHE, build_once, go_build
+from .controllers import kube_component
 from .upstream import Pin, download
 
 KWOK_MODULE = "sigs.k8s.io/kwok"
@@ -25,16 +25,6 @@ KWOK_VERSION = "v0.8.0"  # the newest the Go module proxy serves; built from its
 POD_CIDR = "127.64.0.0/16"  # loopback: kwok's pod IPs are never routable off this machine
 KWOK_NODE_LABEL = "type"  # kwok manages only nodes labelled type=kwok
 GPU = "nvidia.com/gpu"
-
-
-def kube_component(name: str) -> Path:
-    """A binary of the apiserver's release (kube-scheduler, kube-controller-manager): from
-    KUBEBUILDER_ASSETS when it has one (envtest's folders usually do not), else built with the
-    control plane."""
-    explicit = os.environ.get("KUBEBUILDER_ASSETS")
-    if explicit and (Path(explicit) / name).exists():
-        return Path(explicit) / name
-    return cached_bin_dir() / name
 
 
 # kwok v0.8 has no built-in stages: these, from its own module, make a node Ready (and keep its

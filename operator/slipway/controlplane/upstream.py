@@ -45,14 +45,25 @@ PINS: tuple[Pin, ...] = (
         # RayServices too: the KubeRay operator (tests/conformance) will not start without them.
         tuple(f"config/crd/bases/ray.io_{plural}.yaml" for plural in ("rayjobs", "rayclusters", "rayservices")),
     ),
-    # The proxy does not serve KServe v0.21.x either; v0.20.0 is the newest it has.
+    # The proxy does not serve KServe v0.21.x either; v0.20.0 is the newest it has. TrainedModels
+    # and InferenceGraphs too: the KServe controller manager (tests/conformance) watches them and
+    # will not start without them; and ClusterStorageContainers, which it lists to resolve a
+    # predictor's STORAGE_URI (it fails the InferenceService without the kind).
     Pin(
         "github.com/kserve/kserve",
         "v0.20.0",
         (
-            "config/crd/full/serving.kserve.io_inferenceservices.yaml",
-            "config/crd/full/serving.kserve.io_servingruntimes.yaml",
-            "config/crd/full/serving.kserve.io_clusterservingruntimes.yaml",
+            *(
+                f"config/crd/full/serving.kserve.io_{plural}.yaml"
+                for plural in (
+                    "inferenceservices",
+                    "servingruntimes",
+                    "clusterservingruntimes",
+                    "trainedmodels",
+                    "inferencegraphs",
+                )
+            ),
+            "config/crd/full/clusterstoragecontainer/serving.kserve.io_clusterstoragecontainers.yaml",
         ),
     ),
     # The standard channel: what the Gateway implementations of hack/kind-up.sh serve.
