@@ -151,8 +151,8 @@ def mark_ready(cluster: Cluster, namespace: str, isvc: dict[str, Any]) -> None:
     """What KServe writes once an InferenceService's predictor is up."""
     status = {
         "observedGeneration": isvc["metadata"]["generation"],
-        "url": f"http://{isvc['metadata']['name']}.{namespace}.example.com",
-        "conditions": [{"type": "Ready", "status": "True"}],
+        "url": f"http://{isvc['metadata']['name']}-{namespace}.example.com",  # KServe's default domainTemplate
+        "conditions": [{"type": t, "status": "True"} for t in ("IngressReady", "PredictorReady", "Ready")],
     }
     cluster.custom.patch_namespaced_custom_object_status(
         "serving.kserve.io", "v1beta1", namespace, "inferenceservices", isvc["metadata"]["name"], {"status": status}

@@ -260,7 +260,10 @@ def test_inferenceservice_carries_the_version_predictor_and_features() -> None:
     assert env["STORAGE_URI"] == "s3://m/3/" and env["SLIPWAY_MODEL_VERSION"] == "3"
     assert env["SLIPWAY_FEATURE_SERVICE"] == "churn_v1" and env["SLIPWAY_ENTITY_KEY"] == "customer_id"
     # No limits given: the requests are the limits (KServe's webhook would add its own defaults).
-    assert container["resources"] == {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}}
+    assert container["resources"] == {
+        "requests": {"cpu": "1", "memory": "2Gi"},
+        "limits": {"cpu": "1", "memory": "2Gi"},
+    }
     labels = obj["metadata"]["labels"]
     assert (labels[VERSION_LABEL], labels[DEPLOYMENT_LABEL], labels[MODEL_LABEL]) == ("3", "churn", "churn")
     assert obj["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
@@ -668,6 +671,17 @@ def test_isvc_serves(obj: dict[str, Any] | None, version: int, ready: bool) -> N
     assert serves is ready
     if not ready:
         assert why
+
+
+def test_a_waiting_isvc_says_what_its_predictor_says() -> None:
+    """KServe (Standard) copies IngressReady's message into Ready while the predictor is the cause."""
+    ingress = {"type": "IngressReady", "status": "False", "message": "Predictor HTTPRoute not created"}
+    ready = {**ingress, "type": "Ready"}
+    predictor = {"type": "PredictorReady", "status": "False", "message": "0/1 replicas available"}
+    obj = {"metadata": {"labels": {VERSION_LABEL: "1"}}, "status": {"conditions": [ingress, predictor, ready]}}
+    assert isvc_serves(obj, 1) == (False, "0/1 replicas available")
+    predictor.pop("message")  # nothing more specific: Ready's own words
+    assert isvc_serves(obj, 1) == (False, "Predictor HTTPRoute not created")
 
 
 def test_latest_skips_versions_that_failed_their_gates() -> None:

@@ -262,6 +262,8 @@ def isvc_status(
     component: dict[str, Any] = {}
     if predictor[0] == "True":  # KServe sets the URLs only once ready, from its domain template
         component["url"] = f"http://{host(f'{name}-predictor', namespace, domain)}"
+    # Revision names in Standard mode too (real KServe writes none there, and the operator reads
+    # them only in Knative mode): the executor adopts its running revisions from them on restart.
     if rollout.created:
         component["latestCreatedRevision"] = rollout.created
     if rollout.ready:
@@ -284,9 +286,10 @@ def isvc_status(
     }
     if rollout.created:  # the Deployment's (Knative Service's) generation, not the InferenceService's
         status["observedGeneration"] = revision_number(rollout.created)
-    if ready[0] == "True":
+    if ready[0] == "True":  # the URL and address only once Ready, as KServe sets them
         status["url"] = f"http://{host(name, namespace, domain)}"
-    if address:
-        status["address"] = {"url": address}
-        component["address"] = {"url": address}
+        if address:
+            status["address"] = {"url": address}
+            if mode == KNATIVE:
+                component["address"] = {"url": address}
     return status

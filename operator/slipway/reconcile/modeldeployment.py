@@ -57,13 +57,19 @@ def isvc_serves(isvc: Mapping[str, Any] | None, version: int) -> tuple[bool, str
     if metadata.get("labels", {}).get(VERSION_LABEL) != str(version):
         return False, "the InferenceService is being updated"
     created, latest_ready = _revisions(isvc)
-    for cond in status.get("conditions", []):
-        if cond.get("type") == "Ready":
-            detail = cond.get("message", "") or cond.get("reason", "") or f"Ready is {cond.get('status', 'Unknown')}"
-            if cond.get("status") == "True" and created and created != latest_ready:
-                return False, f"revision {created} is not ready yet"
-            return cond.get("status") == "True", detail
-    return False, "the InferenceService has not reported readiness yet"
+    conditions = {c.get("type"): c for c in status.get("conditions", [])}
+    ready = conditions.get("Ready")
+    if ready is None:
+        return False, "the InferenceService has not reported readiness yet"
+    if ready.get("status") == "True":
+        if created and created != latest_ready:
+            return False, f"revision {created} is not ready yet"
+        return True, ready.get("message", "") or ready.get("reason", "")
+    # Standard mode copies IngressReady's words into Ready ("Predictor HTTPRoute not created")
+    # while the predictor itself is the cause: its own condition says why, when it says anything.
+    predictor = conditions.get("PredictorReady") or {}
+    cause = predictor if predictor.get("status") != "True" and predictor.get("message") else ready
+    return False, cause.get("message", "") or cause.get("reason", "") or f"Ready is {ready.get('status', 'Unknown')}"
 
 
 def _predictor_status(isvc: Mapping[str, Any]) -> Mapping[str, Any]:
