@@ -19,6 +19,9 @@ Environment
   its data ``SLIPWAY_FEAST_DATA`` and configuration ``SLIPWAY_FEAST_CONFIG`` (``local``,
   ``cluster`` or a yaml path), as ``feature_repo/store.py`` reads them.
 - ``SLIPWAY_MAX_BATCH_SIZE`` (64 rows), ``SLIPWAY_MAX_BATCH_WAIT_MS`` (2): dynamic batching.
+- ``SLIPWAY_MAX_ROWS`` (10000), ``SLIPWAY_MAX_BODY_BYTES`` (8 MiB): the most one predict/infer
+  request may hold (more: 413); ``SLIPWAY_BODY_TIMEOUT_S`` (10): the longest wait for the next
+  part of a request body (then 408).
 - ``SLIPWAY_TORCH_THREADS`` (1: measured fastest for these batch sizes on 2 cores; each ray-serve
   replica uses it too), ``SLIPWAY_ACCESS_LOG`` (``1``: keep uvicorn's and KServe's per-request
   log lines, and Serve's replica access log).
@@ -61,27 +64,42 @@ v1 ``POST /v1/models/<model>:predict`` with ``{"instances": [...]}`` answers
   come from the online store; feature values given next to the key override the store's. With
   enrichment on, every object instance must hold the key (a list needs none).
 
-v2 ``POST /v2/models/<model>/infer`` (open inference protocol) takes exactly one input:
+v2 ``POST /v2/models/<model>[/versions/<revision>]/infer`` (open inference protocol, JSON or the
+binary tensor extension: ``Inference-Header-Content-Length``) takes exactly one input:
 
 - numeric (``FP32``, ``FP64``, integer types) of shape ``[N, n_features]``, rows in the
-  manifest's feature order (null = missing);
+  manifest's feature order (null = missing); integer types take whole numbers in their range,
+  and every value must fit in float32;
 - with enrichment, an input named like the entity key (e.g. ``customer_id``), ``INT64`` (or
   ``BYTES``) of shape ``[N]`` or ``[N, 1]``: the rows' features come from the online store;
 - ``BYTES`` of shape ``[N]`` whose elements are v1 instances as JSON text (objects with
   entity keys and overrides, or lists).
 
-It answers one output ``predictions``, ``FP32``, shape ``[N]``, with ``model_version`` = the
-revision. Health: ``GET /v2/health/ready``, ``GET /v1/models/<model>`` (ready once the model is
-loaded: loading happens before the port opens). Metrics: ``GET /metrics``.
+Datatypes are the protocol's, upper case (``fp32`` is a 400). It answers one output
+``predictions``, ``FP32``, shape ``[N]`` (as binary data when the request asks for it), with
+``model_version`` = the revision (left out, never null, when there is none; so is every other
+optional field). ``GET /v2/models/<model>[/versions/<revision>]`` (metadata) declares the
+tensors: ``features`` FP32 ``[-1, n_features]``, with enrichment the entity key (``INT64`` or
+``BYTES``) ``[-1]``, and ``predictions`` FP32 ``[-1]``, and ``versions`` = ``[revision]``.
+Versioned routes serve the server's revision in both modes; any other version is a 404. Health:
+``GET /v2/health/ready``, ``GET /v2/models/<model>[/versions/<revision>]/ready``, ``GET
+/v1/models/<model>`` (ready once the model is loaded: loading happens before the port opens).
+Metrics: ``GET /metrics``.
 
-Errors: a bad request is a 400 ``{"error": "..."}`` naming the instance and feature (wrong
-length, a value that is not a number, an unknown feature, a missing entity key, empty
-instances, bad JSON); an unknown model is a 404 (KServe's); a model that raises or returns a
-non-finite probability is a 500. An entity the store does not know is not an error: its
+Errors: a bad request is a 400 ``{"error": "..."}`` naming the instance and feature, the input,
+or the header (wrong length, a value that is not a number or does not fit its type, an unknown
+feature, a missing entity key, an entity key beyond int64, empty instances, bad JSON, a bad
+``Inference-Header-Content-Length``, binary data that does not fill its shape), in both modes
+(``--direct=false`` too: the middleware checks the body before KServe reads it, and FastAPI's
+422s are 400s); a request too large is a 413, a body that stops coming a 408, an unknown model
+or version a 404; each is logged in one line, and the connection stays open. A model that
+raises or returns a non-finite probability is a 500 whose body gives the model's own message
+(the last line of a TorchScript error), never a traceback. An entity the store does not know is not an error: its
 features are missing (imputed) and counted in ``slipway_features_missing_total``.
 
 Metrics (default registry; labels ``model``, ``revision``): ``slipway_requests_total{outcome}``
-(``success``, ``client_error``, ``server_error``; one per predict/infer HTTP request, by status),
+(``success``, ``client_error``, ``server_error``; one per predict/infer HTTP request for the served
+model, by status; requests for other models are not counted),
 ``slipway_request_duration_seconds`` (histogram, 0.5 ms .. 10 s), ``slipway_predictions_total``,
 ``slipway_prediction_value`` (histogram, buckets 0.05 .. 1.0), ``slipway_features_requested_total``
 and ``slipway_features_missing_total`` (feature values given to the model / still missing after

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import logging
 import os
@@ -14,13 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer, model_server
-from kserve.errors import InvalidInput
+from kserve.errors import InferenceError, InvalidInput, ModelNotFound
+from starlette.exceptions import HTTPException
 
 from . import artifact
 from .enrich import online_lookup
-from .http import PredictMiddleware, Predictor
-from .instances import BadRequest, Schema, V2Input, parse_v1, parse_v2
+from .http import PredictMiddleware, Predictor, client_error, public_error
+from .instances import BadRequest, Schema, V2Input, parse_v1, parse_v2, tensors
 from .metrics import ModelMetrics
 from .scorer import BatchScorer, Scorer, warm_up
 from .settings import Settings, SettingsError, from_env
@@ -58,7 +63,8 @@ class SlipwayModel(Model):  # type: ignore[misc]
             schema, scorer = self._engine.start(metrics)
         else:
             schema, scorer = load_local(s, metrics)
-        self._predictor = Predictor(self.name, s.revision, schema, scorer)
+        schema = dataclasses.replace(schema, max_rows=s.max_rows)
+        self._predictor = Predictor(self.name, s.revision, schema, scorer, s.max_body_bytes, s.body_timeout_s)
         log.info(
             "loaded %s (revision %s) from %s with the %s engine: %d features%s",
             s.model_name,
@@ -85,24 +91,32 @@ class SlipwayModel(Model):  # type: ignore[misc]
             self._engine.shutdown()
             self._engine = None
 
+    def get_input_types(self) -> list[dict[str, Any]]:
+        return tensors(self.predictor.schema)[0]
+
+    def get_output_types(self) -> list[dict[str, Any]]:
+        return tensors(self.predictor.schema)[1]
+
     async def predict(
         self, payload: dict[str, Any] | InferRequest | bytes, headers: dict[str, str] | None = None
     ) -> dict[str, Any] | InferResponse:
         """KServe's route into the same parsing and scoring as the direct path (see `http`)."""
         predictor = self.predictor
+        # A BadRequest reaches the app's handler (`add_handlers`): a 400 or 413 in one log line.
+        if isinstance(payload, InferRequest):
+            instances = parse_v2([_v2_input(i) for i in payload.inputs], predictor.schema)
+        else:
+            if isinstance(payload, bytes | str):
+                try:
+                    payload = orjson.loads(payload)
+                except orjson.JSONDecodeError as exc:
+                    raise BadRequest(f"Unrecognized request format: {exc}") from None
+            instances = parse_v1(payload, predictor.schema)
         try:
-            if isinstance(payload, InferRequest):
-                instances = parse_v2([_v2_input(i) for i in payload.inputs], predictor.schema)
-            else:
-                if isinstance(payload, bytes | str):
-                    try:
-                        payload = orjson.loads(payload)
-                    except orjson.JSONDecodeError as exc:
-                        raise BadRequest(f"Unrecognized request format: {exc}") from None
-                instances = parse_v1(payload, predictor.schema)
-        except BadRequest as exc:
-            raise InvalidInput(str(exc)) from None
-        probabilities = (await predictor.scorer.score(instances)).tolist()
+            probabilities = (await predictor.scorer.score(instances)).tolist()
+        except Exception as exc:
+            log.exception("prediction failed")
+            raise InferenceError(public_error(exc)) from None  # the body says what failed, not how
         if not isinstance(payload, InferRequest):
             return {"predictions": probabilities}
         output = InferOutput(name="predictions", shape=[len(probabilities)], datatype="FP32", data=probabilities)
@@ -115,8 +129,68 @@ class SlipwayModel(Model):  # type: ignore[misc]
 
 
 def _v2_input(inp: Any) -> V2Input:
-    data = inp.data if inp.data is not None else inp.as_numpy().tolist()
-    return V2Input(inp.name, inp.datatype.upper(), tuple(inp.shape), data)
+    try:
+        data = inp.data if inp.data is not None else inp.as_numpy().tolist()
+    except ValueError as exc:  # binary data that does not fill the shape
+        raise BadRequest(f"input {inp.name!r}: {exc}") from None
+    return V2Input(inp.name, inp.datatype, tuple(inp.shape), data)
+
+
+def _field(loc: Sequence[object]) -> str:
+    return ".".join(str(part) for part in loc if part != "body") or "body"
+
+
+async def _bad_request(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, BadRequest)
+    client_error(request.url.path, exc.status, str(exc))
+    return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+
+async def _invalid_body(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 {"detail": [...]} as the protocol's 400 {"error": "..."}, naming the fields."""
+    assert isinstance(exc, RequestValidationError)
+    problems = [f"{_field(e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()[:5]]
+    message = "invalid request body: " + "; ".join(problems)
+    client_error(request.url.path, 400, message)
+    return JSONResponse({"error": message}, status_code=400)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's {"detail": ...} (a body that is not JSON, an unknown route) as {"error": ...}."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code < 500:
+        client_error(request.url.path, exc.status_code, str(exc.detail))
+    return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+
+def add_handlers(app: FastAPI) -> None:
+    """The protocol's error bodies for what KServe's routes leave to FastAPI or to its generic 500."""
+    app.add_exception_handler(BadRequest, _bad_request)
+    app.add_exception_handler(RequestValidationError, _invalid_body)
+    app.add_exception_handler(HTTPException, _http_error)
+
+
+CLIENT_ERRORS = (InvalidInput, ModelNotFound, BadRequest, RequestValidationError)
+
+
+class OneLineErrors(logging.Filter):
+    """KServe's error handlers log every exception with its traceback; a caller's mistake (4xx) and a
+    model failure (logged once already, by `SlipwayModel.predict`) get one line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            if isinstance(exc, (*CLIENT_ERRORS, InferenceError)):
+                first = (str(exc).splitlines() or [""])[0]
+                record.msg, record.args, record.exc_info, record.exc_text = (
+                    "%s: %s",
+                    (type(exc).__name__, first),
+                    None,
+                    None,
+                )
+                if isinstance(exc, CLIENT_ERRORS):
+                    record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
 
 
 def load_local(s: Settings, metrics: ModelMetrics) -> tuple[Schema, BatchScorer]:
@@ -189,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"predictor: {exc}", file=sys.stderr)
             return 2
         model_server.app.add_middleware(PredictMiddleware, predictor=model.predictor, direct=args.direct)
+        add_handlers(model_server.app)
+        logging.getLogger("kserve").addFilter(OneLineErrors())
         # Everything loaded so far (torch, KServe, Ray: ~10^6 objects) lives as long as the process. Out of
         # the collector's sight, full collections no longer stall every request for 0.1-0.3 s every couple
         # of seconds under load (measured: p99 at c=64, bench/README.md).

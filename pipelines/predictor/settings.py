@@ -52,6 +52,9 @@ class Settings:
     access_log: bool = False
     engine: str = "kserve"  # or "ray-serve"
     ray: RaySettings = RaySettings()
+    max_rows: int = 10_000  # rows in one request (more: 413)
+    max_body_bytes: int = 8 << 20  # a predict/infer body (more: 413)
+    body_timeout_s: float = 10.0  # the longest wait for the next part of a body (then 408)
 
     @property
     def enrich(self) -> bool:
@@ -81,6 +84,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number, got {text!r}") from None
     if not value >= 0:
         raise SettingsError(f"{name} must not be negative, got {text}")
+    return value
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if not 0 < value < math.inf:
+        raise SettingsError(f"{name} must be a positive finite number, got {env.get(name, '').strip()}")
     return value
 
 
@@ -158,4 +168,7 @@ def from_env(env: Mapping[str, str], model_name: str, kserve_dir: Path = KSERVE_
         access_log=env.get("SLIPWAY_ACCESS_LOG", "").strip().lower() in ("1", "true", "yes"),
         engine=engine(env),
         ray=ray_settings(env),
+        max_rows=_int(env, "SLIPWAY_MAX_ROWS", 10_000, 1),
+        max_body_bytes=_int(env, "SLIPWAY_MAX_BODY_BYTES", 8 << 20, 1),
+        body_timeout_s=_positive(env, "SLIPWAY_BODY_TIMEOUT_S", 10.0),
     )

@@ -13,7 +13,7 @@ import orjson
 import pytest
 import torch
 from pipelines.churn import model as churn
-from pipelines.predictor.http import Predictor, plain_json, route
+from pipelines.predictor.http import Call, Predictor, body_kind, route
 from pipelines.predictor.instances import Instances, Key, Schema, parse_v1
 from pipelines.predictor.metrics import PREDICTION_BUCKETS, ModelMetrics, outcome
 from pipelines.predictor.scorer import ModelError, Scorer
@@ -123,7 +123,8 @@ def test_direct_answers() -> None:
 
     async def answer(protocol: str, body: object) -> tuple[int, dict[str, object]]:
         raw = body if isinstance(body, bytes) else orjson.dumps(body)
-        return await predictor.answer(protocol, raw)
+        reply = await predictor.answer(protocol, raw)
+        return reply.status, orjson.loads(reply.body)
 
     status, doc = asyncio.run(answer("v1", {"instances": [[1, 2, 3]]}))
     assert status == 200 and len(doc["predictions"]) == 1  # type: ignore[arg-type]
@@ -139,17 +140,18 @@ def test_direct_answers() -> None:
 
 
 def test_routes_and_bodies_the_middleware_answers() -> None:
-    assert route("POST", "/v1/models/churn:predict") == ("v1", "churn")
-    assert route("POST", "/v2/models/churn/infer") == ("v2", "churn")
-    assert route("POST", "/v2/models/churn/versions/3/infer") == ("v2", "churn")
+    assert route("POST", "/v1/models/churn:predict") == Call("predict", "churn")
+    assert route("POST", "/v2/models/churn/infer") == Call("infer", "churn")
+    assert route("POST", "/v2/models/churn/versions/3/infer") == Call("infer", "churn", "3")
     assert route("GET", "/v1/models/churn:predict") is None
     assert route("POST", "/v1/models/churn:explain") is None
     assert route("POST", "/v2/models/churn/ready") is None
-    assert plain_json("v1", [(b"content-type", b"application/json; charset=utf-8")])
-    assert plain_json("v1", [(b"content-type", b"application/x-www-form-urlencoded")])  # curl -d
-    assert not plain_json("v1", [(b"content-type", b"application/cloudevents+json")])
-    assert not plain_json("v1", [(b"ce-specversion", b"1.0")])
-    assert not plain_json("v2", [(b"inference-header-content-length", b"120")])
+    v1, v2 = Call("predict", "churn"), Call("infer", "churn")
+    assert body_kind(v1, [(b"content-type", b"application/json; charset=utf-8")]) == "json"
+    assert body_kind(v1, [(b"content-type", b"application/x-www-form-urlencoded")]) == "json"  # curl -d
+    assert body_kind(v1, [(b"content-type", b"application/cloudevents+json")]) == "cloudevent"
+    assert body_kind(v1, [(b"ce-specversion", b"1.0")]) == "cloudevent"
+    assert body_kind(v2, [(b"inference-header-content-length", b"120")]) == "binary"
 
 
 def test_outcomes_and_buckets() -> None:

@@ -134,3 +134,20 @@ def test_whole_cpus_and_gpus_above_one_are_accepted(tmp_path: Path) -> None:
     env = {"STORAGE_URI": "/r", "SLIPWAY_RAY_CPUS_PER_REPLICA": "2", "SLIPWAY_RAY_GPUS_PER_REPLICA": "1"}
     ray = from_env(env, "m", tmp_path / "absent").ray
     assert (ray.cpus_per_replica, ray.gpus_per_replica) == (2.0, 1.0)
+
+
+def test_request_limits(tmp_path: Path) -> None:
+    s = from_env({"STORAGE_URI": "/r"}, "m", tmp_path / "none")
+    assert (s.max_rows, s.max_body_bytes, s.body_timeout_s) == (10_000, 8 << 20, 10.0)
+    env = {
+        "STORAGE_URI": "/r",
+        "SLIPWAY_MAX_ROWS": "5",
+        "SLIPWAY_MAX_BODY_BYTES": "1024",
+        "SLIPWAY_BODY_TIMEOUT_S": "0.5",
+    }
+    s = from_env(env, "m", tmp_path / "none")
+    assert (s.max_rows, s.max_body_bytes, s.body_timeout_s) == (5, 1024, 0.5)
+    with pytest.raises(SettingsError, match="SLIPWAY_BODY_TIMEOUT_S must be a positive"):
+        from_env({"STORAGE_URI": "/r", "SLIPWAY_BODY_TIMEOUT_S": "0"}, "m", tmp_path / "none")
+    with pytest.raises(SettingsError, match="SLIPWAY_MAX_ROWS must be at least 1"):
+        from_env({"STORAGE_URI": "/r", "SLIPWAY_MAX_ROWS": "0"}, "m", tmp_path / "none")
