@@ -130,6 +130,38 @@ def test_kuberay_deadline_fails_the_run_once_and_its_cluster_goes(conformance: C
     )
 
 
+def test_a_run_no_node_can_hold_stays_pending_until_its_deadline(conformance: Cluster, tmp_path: Path) -> None:
+    """A worker asking for more GPUs than any node has is never scheduled (the real scheduler says
+    why); KubeRay keeps the RayJob Initializing, the run stays Pending with KubeRay's status, and
+    KubeRay's deadline then fails it once, with no retry."""
+    scaling = {"workers": 1, "gpusPerWorker": 8, "cpusPerWorker": 1, "memoryPerWorker": "1Gi"}  # gpu-0 has 4
+    run = training_run("big-run", tmp_path, scaling=scaling, activeDeadlineSeconds=15, backoffLimit=2)
+    conformance.apply(NAMESPACE, run)
+
+    def unschedulable() -> str | None:
+        for pod in conformance.core.list_namespaced_pod(NAMESPACE, label_selector="ray.io/node-type=worker").items:
+            if not pod.metadata.name.startswith("big-run"):
+                continue
+            for condition in pod.status.conditions or []:
+                if condition.type == "PodScheduled" and condition.reason == "Unschedulable":
+                    return str(condition.message)
+        return None
+
+    message = wait_for(unschedulable, timeout=60, what="the scheduler to refuse the 8-GPU worker")
+    assert "nvidia.com/gpu" in message, message
+    waiting = run_status(conformance, "big-run")
+    assert waiting["phase"] == "Pending", waiting
+    assert waiting.get("rayJob", {}).get("jobDeploymentStatus") in (None, "", "Initializing"), waiting
+
+    done = wait_for(
+        lambda: (s := run_status(conformance, "big-run")).get("phase") == "Failed" and s,
+        timeout=90,
+        what="KubeRay's deadline",
+    )
+    assert {c["type"]: c for c in done["conditions"]}["Failed"]["reason"] == "DeadlineExceeded", done
+    assert get(conformance, RAY, "rayjobs", "big-run-1") is None and done.get("attempt", 0) == 0
+
+
 def test_deleting_a_run_takes_its_rayjob_cluster_and_pods_through_the_garbage_collector(
     conformance: Cluster, tmp_path: Path
 ) -> None:
