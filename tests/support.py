@@ -20,8 +20,8 @@ from kubernetes import client, config
 from slipway.controlplane import ControlPlane
 from slipway.controlplane.helm import helm_binary
 from slipway.controlplane.server import free_port
-from slipway.devstack import kserve
 from slipway.devstack.cluster import OperatorProcess
+from tests import kserve_standin as kserve
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT = REPO / "tests" / "manifests" / "contract.yaml"

@@ -113,8 +113,9 @@ def test_kserve_runs_the_gateway_version_as_a_deployment_behind_the_service_our_
     assert env["STORAGE_URI"] == "s3://models/churn/3/" and env["SLIPWAY_MODEL_VERSION"] == "3", env
     assert env["INFERENCE_SERVICE_NAME"] == "churn-v3"  # KServe's own
     assert [p["containerPort"] for p in container["ports"]] == [8080]
-    # Readiness is KServe's default probe: the port open, not the model loaded (/v2/health/ready).
-    assert container["readinessProbe"]["tcpSocket"] == {"port": 8080}, container["readinessProbe"]
+    # Readiness is the model loaded (the protocol's /v2/health/ready), not KServe's default probe
+    # (the port open): KServe keeps the probe the operator sets.
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": 8080, "scheme": "HTTP"}
     # The storage initializer is added to each pod by KServe's pod webhook, from this annotation.
     assert template["metadata"]["annotations"]["internal.serving.kserve.io/storage-initializer-sourceuri"] == (
         "s3://models/churn/3/"

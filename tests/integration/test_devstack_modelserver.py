@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from slipway.devstack import kserve
-from slipway.devstack.modelserver import ModelServer, RevisionSpec, alive
+from slipway.devstack.modelserver import FAILED, READY, ModelServer, alive
 from tests.support import REPO, wait_for
 
 pytestmark = pytest.mark.integration
@@ -62,12 +61,10 @@ def server(tmp_path: Path, name: str, *parts: str) -> ModelServer:
     package = tmp_path / "mods"
     package.mkdir(exist_ok=True)
     (package / f"{name}.py").write_text("\n".join(parts))
-    env = [
-        {"name": "PYTHONPATH", "value": f"{package}{os.pathsep}{REPO / 'operator'}"},
-        {"name": "DEAF_MARKER", "value": str(tmp_path / f"{name}.deaf")},
-    ]
-    spec = RevisionSpec(f"{name}-predictor-00001", "t", {"name": kserve.CONTAINER, "args": [], "env": env})
-    return ModelServer(spec, "ns", name, {}, tmp_path / "logs")
+    env = {"PYTHONPATH": f"{package}{os.pathsep}{REPO / 'operator'}", "DEAF_MARKER": str(tmp_path / f"{name}.deaf")}
+    probe = {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 2}
+    container = {"name": "kserve-container", "args": [], "readinessProbe": probe}
+    return ModelServer(f"ns/{name}", container, name, env, tmp_path / "logs")
 
 
 def until(server: ModelServer, done: Callable[[ModelServer], bool], timeout: float, what: str) -> None:
@@ -85,7 +82,7 @@ def test_stopping_a_server_ends_what_it_started(tmp_path: Path) -> None:
     srv = server(tmp_path, "helpers", HELPERS, SERVE)
     srv.start()
     try:
-        until(srv, lambda s: s.state == kserve.READY, 30, "the server to answer readiness")
+        until(srv, lambda s: s.state == READY, 30, "the server to answer readiness")
         family = wait_for(lambda: srv.processes() if len(srv.processes()) >= 3 else None, what="its helpers")
         srv.terminate()
         wait_for(lambda: srv.proc is not None and srv.proc.poll() is not None, timeout=10, what="the server to exit")
@@ -101,7 +98,7 @@ def test_a_server_that_exits_takes_what_it_started_with_it(tmp_path: Path) -> No
     srv = server(tmp_path, "exits", EXITS)
     srv.start()
     try:
-        until(srv, lambda s: s.state == kserve.FAILED, 30, "the exit to be noticed")
+        until(srv, lambda s: s.state == FAILED, 30, "the exit to be noticed")
         assert srv.exit_code == 3
         wait_for(srv.gone, timeout=5, what="the helper it left to be killed")
     finally:
@@ -112,7 +109,7 @@ def test_a_ray_started_by_the_server_ends_with_it(tmp_path: Path) -> None:
     srv = server(tmp_path, "withray", RAY, SERVE)
     srv.start()
     try:
-        until(srv, lambda s: s.state == kserve.READY, 120, "the server to start Ray and answer")
+        until(srv, lambda s: s.state == READY, 120, "the server to start Ray and answer")
         family = srv.processes()
         names = {Path(f"/proc/{pid}/comm").read_text().strip() for pid, _ in family if alive(pid, _)}
         assert {"gcs_server", "raylet"} <= names, names

@@ -132,16 +132,16 @@ def test_the_rendered_configuration_passes_nginx_t(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_route_backends_are_inference_services_with_their_own_split() -> None:
-    services = {
-        ("ml", "churn-v1"): [(A, 100.0)],
-        ("ml", "churn-v2"): [(B, 30.0), (A, 70.0)],  # a Serverless canary inside
-        ("ml", "churn-v3"): [],  # not ready
+def test_a_backend_weight_is_shared_by_its_ready_endpoints() -> None:
+    backends = {
+        ("ml", "churn-v1-predictor"): [A],
+        ("ml", "churn-v2-predictor"): [A, B],  # two ready pods behind the Service
+        ("ml", "churn-v3-predictor"): [],  # a Service with no ready pod
     }
-    split, unresolved = route_split(route({"churn-v1-predictor": 90, "churn-v2-predictor": 10}), services)
-    assert split == [(A, 90.0), (B, 3.0), (A, 7.0)] and unresolved == []
-    split, _ = route_split(route({"churn-v3-predictor": 1}), services)
-    assert split == [(Target.error(503), 1.0)]
+    split, unresolved = route_split(route({"churn-v1-predictor": 90, "churn-v2-predictor": 10}), backends)
+    assert split == [(A, 90.0), (A, 5.0), (B, 5.0)] and unresolved == []
+    split, unresolved = route_split(route({"churn-v3-predictor": 1}), backends)
+    assert split == [(Target.error(503), 1.0)] and unresolved == []
 
 
 @pytest.mark.parametrize(
@@ -156,7 +156,7 @@ def test_route_backends_are_inference_services_with_their_own_split() -> None:
 def test_unresolvable_backends_keep_their_share_as_500(ref: dict[str, Any], reason: str) -> None:
     obj = route({"churn-v1-predictor": 50})
     obj["spec"]["rules"][0]["backendRefs"].append({**ref, "weight": 50})
-    split, unresolved = route_split(obj, {("ml", "churn-v1"): [(A, 100.0)]})
+    split, unresolved = route_split(obj, {("ml", "churn-v1-predictor"): [A]})
     assert split == [(A, 50.0), (Target.error(500), 50.0)]
     assert [r for r, _ in unresolved] == [reason]
 

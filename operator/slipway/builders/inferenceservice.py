@@ -120,6 +120,9 @@ def shm_size(predictor: Predictor) -> str:
     return f"{max(mebibytes, 64)}Mi"
 
 
+READY_PATH = "/v2/health/ready"  # the Open Inference Protocol's server readiness, both engines
+
+
 def inferenceservice_name(deployment_name: str, deployment: ModelDeploymentSpec, version: int) -> str:
     """gateway: one InferenceService per version (the route splits); kserve: one, revised in place."""
     return f"{deployment_name}-v{version}" if deployment.traffic_mode == "gateway" else deployment_name
@@ -155,6 +158,13 @@ def build_inferenceservice(
         "args": [f"--model_name={version.model}", f"--http_port={PREDICTOR_PORT}"],
         "env": predictor_env(deployment, version),
         "ports": [{"containerPort": PREDICTOR_PORT, "protocol": "TCP"}],
+        # Ready once the model is loaded, not once the port is open (KServe's default tcpSocket
+        # probe): the gateway and the rollout must not count a server that would answer 503.
+        "readinessProbe": {
+            "httpGet": {"path": READY_PATH, "port": PREDICTOR_PORT},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+        },
     }
     if resources:
         container["resources"] = resources

@@ -50,13 +50,13 @@ def shipped_config() -> dict[str, Any]:
     return {key: json.loads(value) for key, value in doc["data"].items() if key != "_example"}
 
 
-def inferenceservice_config(shipped: dict[str, Any]) -> dict[str, Any]:
-    """The ConfigMap for Standard mode with Gateway API routes to INGRESS_GATEWAY."""
+def inferenceservice_config(shipped: dict[str, Any], gateway: str = INGRESS_GATEWAY) -> dict[str, Any]:
+    """The ConfigMap for Standard mode with Gateway API routes on `gateway` (<namespace>/<name>)."""
     data = json.loads(json.dumps(shipped))  # a deep copy
     data["deploy"] = {"defaultDeploymentMode": "Standard"}
     data["ingress"].update(
         enableGatewayApi=True,
-        kserveIngressGateway=INGRESS_GATEWAY,
+        kserveIngressGateway=gateway,
         ingressDomain=DOMAIN,
         urlScheme="http",
         # No Istio here: without this KServe warns on every reconcile that VirtualServices are absent.
@@ -151,7 +151,7 @@ class ManagerSetup:
     ready_url: str
 
 
-def manager_setup(binary: Path, workdir: Path) -> ManagerSetup:
+def manager_setup(binary: Path, workdir: Path, gateway: str = INGRESS_GATEWAY) -> ManagerSetup:
     """Every address on 127.0.0.1 (the webhook server takes only a port: it listens on all
     interfaces, and only the apiserver, on loopback, calls it); the serving certificate where
     controller-runtime looks for it by default, $TMPDIR/k8s-webhook-server/serving-certs."""
@@ -166,5 +166,5 @@ def manager_setup(binary: Path, workdir: Path) -> ManagerSetup:
         "--leader-elect=false",
     ]
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
-    objects = [namespace, inferenceservice_config(shipped_config()), *webhook_configurations(webhook_port, ca)]
+    objects = [namespace, inferenceservice_config(shipped_config(), gateway), *webhook_configurations(webhook_port, ca)]
     return ManagerSetup(argv, {"TMPDIR": str(tmp), "POD_NAMESPACE": NAMESPACE}, objects, f"http://{probe}/readyz")

@@ -1,11 +1,11 @@
 """The dev stack's Gateway: one real nginx routing by Host header, weighted as the routes say.
 
-The serving executor computes a routing table (host -> weighted targets) from HTTPRoutes and
-InferenceServices; `render_config` turns it into an nginx configuration (`split_clients` on
-`$request_id` for weighted splits, weight 0 = no traffic, unknown Host -> 404) and `Nginx` runs
-the real proxy and reloads it gracefully. A reload counts as done only when the new workers
-answer with the new configuration's version, so route status (the operator's signal that
-weights are in effect) is never written early.
+The serving executor computes a routing table (host -> weighted targets) from the HTTPRoutes
+attached to the Gateway and the ready pods behind each Service they name; `render_config` turns
+it into an nginx configuration (`split_clients` on `$request_id` for weighted splits, weight 0 =
+no traffic, unknown Host -> 404) and `Nginx` runs the real proxy and reloads it gracefully. A
+reload counts as done only when the new workers answer with the new configuration's version, so
+route status (the operator's signal that weights are in effect) is never written early.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ _UPSTREAM = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 class Target:
     """Where a share of a host's traffic goes: a local model server, or an HTTP error status."""
 
-    upstream: str = ""  # e.g. "ml.churn-v2-predictor-00002"; empty for an error
+    upstream: str = ""  # <namespace>.<pod>, e.g. "ml.churn-v2-predictor-7d9f8-x2x4q"; empty for an error
     port: int = 0
     status: int = 0  # 500: invalid backend, 503: backend not ready; 0: proxy to the port
 
@@ -257,14 +257,14 @@ def route_status(
 
 
 def route_split(
-    route: Mapping[str, Any], services: Mapping[tuple[str, str], Split]
+    route: Mapping[str, Any], backends: Mapping[tuple[str, str], Sequence[Target]]
 ) -> tuple[list[tuple[Target, float]], list[tuple[str, str]]]:
     """The route's weighted targets and its unresolved backendRefs as (reason, message).
 
-    A backendRef `<isvc>-predictor` is the InferenceService `<isvc>` in the route's namespace (the
-    Service KServe's RawDeployment puts in front of it); its own split (a Serverless canary) nests
-    inside the route's weight. Every rule's backendRefs count (matches are not interpreted).
-    An unresolvable backend keeps its share and answers 500, as the Gateway API asks.
+    `backends` maps each Service (namespace, name) to its ready endpoints, as a Gateway reads them;
+    a backend's weight is shared evenly by its endpoints, and one with none answers 503. Every
+    rule's backendRefs count (matches are not interpreted). An unresolvable backend keeps its share
+    and answers 500, as the Gateway API asks.
     """
     namespace = route["metadata"]["namespace"]
     split: list[tuple[Target, float]] = []
@@ -277,14 +277,11 @@ def route_split(
                 unresolved.append(("InvalidKind", f"backendRef {name}: only core Services are supported"))
             elif ref.get("namespace", namespace) != namespace:
                 unresolved.append(("RefNotPermitted", f"backendRef {name}: no ReferenceGrant allows another namespace"))
-            elif not name.endswith("-predictor") or (namespace, name.removesuffix("-predictor")) not in services:
-                unresolved.append(
-                    ("BackendNotFound", f"backendRef {name}: no InferenceService behind it in {namespace}")
-                )
+            elif (namespace, name) not in backends:
+                unresolved.append(("BackendNotFound", f"backendRef {name}: no Service {name} in {namespace}"))
             else:
-                inner = [(t, w) for t, w in services[(namespace, name.removesuffix("-predictor"))] if w > 0]
-                total = sum(w for _, w in inner)
-                split += [(t, weight * w / total) for t, w in inner] if inner else [(Target.error(503), weight)]
+                endpoints = backends[(namespace, name)]
+                split += [(t, weight / len(endpoints)) for t in endpoints] or [(Target.error(503), weight)]
                 continue
             split.append((Target.error(500), weight))
     return split, unresolved

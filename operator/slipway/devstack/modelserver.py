@@ -1,5 +1,5 @@
-"""One revision's model-server process (`python -m pipelines.predictor`), as a kubelet runs a pod:
-readiness probe, restarts with back-off after an exit, the tail of its log for status.
+"""One pod's model-server process (`python -m pipelines.predictor`), as a kubelet runs a container:
+the pod's readiness probe, restarts with back-off after an exit, the tail of its log for status.
 
 A pod's processes end with the pod. Here a model server leads its own session, and what it starts
 (Ray's GCS, raylet and workers, for the ray-serve engine) stays in that session or below it:
@@ -12,8 +12,10 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -23,17 +25,20 @@ from pathlib import Path
 from typing import Any
 
 from ..controlplane.server import free_port
-from . import kserve
 
-log = logging.getLogger("slipway.devstack.serving")
+log = logging.getLogger("slipway.devstack.kubelet")
 
-PROBE_PERIOD = 2.0  # seconds between readiness probes of a ready server
+# What one model-server process is doing.
+STARTING = "Starting"
+READY = "Ready"
+UNREADY = "Unready"  # was ready, fails its readiness probe now
+FAILED = "Failed"  # exited; restarted after a back-off
+
 # No start-up deadline (a kubelet has none without a startupProbe): a ray-serve server starts Ray and
 # its replicas first, 10-20 s here; the rollout's progressDeadline judges a server that never answers.
 # A pod's own Ray: without an address Ray joins any Ray found on the machine (the dev stack's
 # training Ray, another revision's), which a pod, with its own network and /tmp, never sees.
 POD_ENV = {"RAY_ADDRESS": "local"}
-FAILURE_THRESHOLD = 3  # failed probes in a row before a ready server counts as unready
 BACKOFF_START, BACKOFF_MAX = 5.0, 300.0  # restart delays of a server that exited, as a kubelet's
 
 # Ports handed to our servers: free_port() releases its socket, so two servers created in one pass
@@ -55,10 +60,38 @@ def release(*ports: int) -> None:
 
 
 @dataclass(frozen=True)
-class RevisionSpec:
-    name: str
-    template: str  # kserve.template_hash
-    container: dict[str, Any]
+class Probe:
+    """A container's readinessProbe, against the server's own port: an HTTP GET of `path`, or,
+    without one, a TCP connect (KServe's default probe is a tcpSocket on the container port)."""
+
+    path: str | None = None
+    period: float = 10.0
+    failure_threshold: int = 3
+
+    @classmethod
+    def of(cls, container: Mapping[str, Any]) -> Probe | None:
+        """None for a container without a readinessProbe: ready once running, as a kubelet has it."""
+        spec = container.get("readinessProbe")
+        if not spec:
+            return None
+        path = (spec.get("httpGet") or {}).get("path")
+        return cls(path, float(spec.get("periodSeconds", 10)), int(spec.get("failureThreshold", 3)))
+
+
+def server_args(container: Mapping[str, Any], http_port: int, grpc_port: int) -> list[str]:
+    """The container's args with this machine's ports (a pod has its own network; we share one)."""
+    args = [str(a) for a in container.get("args") or []]
+    ports = ("--http_port", "--grpc_port")
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ports:
+            skip = True  # "--http_port 8080": drop the value too
+        elif not arg.startswith(tuple(f"{p}=" for p in ports)):
+            kept.append(arg)
+    return [*kept, f"--http_port={http_port}", f"--grpc_port={grpc_port}"]
 
 
 def starttime(pid: int) -> str | None:
@@ -117,17 +150,25 @@ def _group(pid: int) -> int | None:
 
 
 class ModelServer:
-    """One revision's model-server process, its readiness probe and its restarts."""
+    """One pod's model-server process, its readiness probe and its restarts."""
 
-    def __init__(self, spec: RevisionSpec, namespace: str, module: str, env: Mapping[str, str], log_dir: Path) -> None:
-        self.spec = spec
-        self.namespace = namespace
+    def __init__(
+        self,
+        name: str,
+        container: Mapping[str, Any],
+        module: str,
+        env: Mapping[str, str],
+        log_dir: Path,
+    ) -> None:
+        self.name = name  # <namespace>/<pod>
+        self.container = dict(container)
+        self.probe = Probe.of(container)
         self.module = module
         self.env = dict(env)
-        self.log_path = log_dir / f"{spec.name}.log"
+        self.log_path = log_dir / f"{name.replace('/', '_')}.log"
         self.port, self.grpc_port = new_port(), new_port()
         self.proc: subprocess.Popen[bytes] | None = None
-        self.state = kserve.MISSING
+        self.state = STARTING
         self.message = ""
         self.exit_code: int | None = None
         self.restarts = 0
@@ -137,30 +178,26 @@ class ModelServer:
         self._log_offset = 0
         self.started: str | None = None  # the process's start time: with its pid, it names it
         self.seen: set[tuple[int, str]] = set()  # its processes and theirs, as last looked at
+        self.terminated_at: float | None = None  # when it was asked to stop (monotonic)
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    @property
-    def upstream(self) -> str:
-        return f"{self.namespace}.{self.spec.name}"
-
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        container = self.spec.container
-        command = [sys.executable, "-m", self.module, *kserve.server_args(container, self.port, self.grpc_port)]
-        env = {**os.environ, **POD_ENV, **self.env, **kserve.container_env(container)}
+        command = [sys.executable, "-m", self.module, *server_args(self.container, self.port, self.grpc_port)]
+        env = {**os.environ, **POD_ENV, **self.env}
         with open(self.log_path, "ab") as out:
             self._log_offset = out.tell()
             out.write(f"--- {datetime.now(UTC).isoformat()} {' '.join(command)}\n".encode())
             self.proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.started = starttime(self.proc.pid)
         self.seen = set()
-        self.state = kserve.STARTING if self.state != kserve.FAILED else kserve.FAILED
+        self.state = STARTING if self.state != FAILED else FAILED
         self.failures = 0
         self.next_probe = 0.0
-        log.info("started %s/%s on port %d (pid %d)", self.namespace, self.spec.name, self.port, self.proc.pid)
+        log.info("started %s on port %d (pid %d)", self.name, self.port, self.proc.pid)
 
     def check(self, now: float) -> None:
         """Notices an exit, restarts after the back-off, probes readiness when due."""
@@ -168,7 +205,7 @@ class ModelServer:
             return
         code = self.proc.poll()
         if code is not None:
-            if self.state != kserve.FAILED or self.exit_code is None:
+            if self.state != FAILED or self.exit_code is None:
                 self._failed(code, now)
             elif now >= self.restart_at:
                 self.exit_code = None  # running again; the failure message stays until it is ready
@@ -179,13 +216,13 @@ class ModelServer:
         if now < self.next_probe:
             return
         if self._probe():
-            self.state, self.message, self.failures = kserve.READY, "", 0
-            self.next_probe = now + PROBE_PERIOD
-        elif self.state == kserve.READY:
+            self.state, self.message, self.failures = READY, "", 0
+            self.next_probe = now + (self.probe.period if self.probe else 1.0)
+        elif self.state == READY and self.probe:
             self.failures += 1
-            self.next_probe = now + PROBE_PERIOD
-            if self.failures >= FAILURE_THRESHOLD:
-                self.state = kserve.UNREADY
+            self.next_probe = now + self.probe.period
+            if self.failures >= self.probe.failure_threshold:
+                self.state = UNREADY
 
     def _failed(self, code: int, now: float) -> None:
         self._kill_family()  # what it started dies with it, as in a container; a restart starts afresh
@@ -193,10 +230,9 @@ class ModelServer:
         self.restarts += 1
         self.exit_code = code
         self.restart_at = now + delay
-        self.state = kserve.FAILED
-        restart = f"restart {self.restarts} in {delay:.0f}s"
-        self.message = f"revision {self.spec.name} exited with code {code} ({restart}): {self.tail()}"
-        log.warning("%s/%s exited with %d; restarting in %.0fs", self.namespace, self.spec.name, code, delay)
+        self.state = FAILED
+        self.message = self.tail()
+        log.warning("%s exited with %d; restarting in %.0fs", self.name, code, delay)
 
     def tail(self, limit: int = 1500) -> str:
         try:
@@ -209,14 +245,18 @@ class ModelServer:
         return "\n".join(lines)[-limit:]
 
     def _probe(self) -> bool:
+        """The readiness probe, until it first passes polled on every pass (a kubelet would wait
+        initialDelaySeconds, then periodSeconds: polling sooner only notices readiness sooner)."""
+        if self.probe is None:
+            return True
         try:
-            with urllib.request.urlopen(f"http://{self.address}{kserve.READY_PATH}", timeout=1) as response:
-                return bool(response.status == 200)
+            if self.probe.path is None:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return True
+            with urllib.request.urlopen(f"http://{self.address}{self.probe.path}", timeout=1) as response:
+                return bool(200 <= response.status < 400)
         except (urllib.error.URLError, OSError, ValueError):
             return False
-
-    def view(self) -> kserve.RevisionState:
-        return kserve.RevisionState(self.state, self.message, self.exit_code)
 
     def processes(self) -> set[tuple[int, str]]:
         """Its processes still alive: everything seen so far, and what is in its session now."""
@@ -228,11 +268,15 @@ class ModelServer:
         return self.seen
 
     def terminate(self) -> None:
+        """SIGTERM to it and what it started, once: a second makes a server (uvicorn) skip its
+        graceful shutdown."""
+        if self.terminated_at is not None:
+            return
+        self.terminated_at = time.monotonic()
         leader = self.proc.pid if self.proc else None
         if self.proc and self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
-        # Once each: a second SIGTERM makes a server (uvicorn) skip its graceful shutdown.
         signal_all({p for p in self.processes() if _group(p[0]) != leader}, signal.SIGTERM)
 
     def kill(self) -> None:

@@ -1,5 +1,7 @@
 """The dev stack: control plane, CRDs, operator, a local Ray with the RayJob executor, Feast data,
-and serving: model servers behind a real nginx (the KServe + Gateway stand-in) and a real Prometheus.
+and serving: the real KServe controller manager, kube-controller-manager and kube-scheduler, the
+pods they make run as local processes behind a real nginx (the node and Gateway stand-in), and a
+real Prometheus.
 
 `slipway dev up` runs it in the foreground; the e2e tests run the same `DevStack`.
 """
@@ -20,6 +22,8 @@ import yaml
 
 from ..controlplane import ControlPlane
 from ..controlplane.assets import REPO_ROOT
+from ..controlplane.components import Component, serving_components, start_all, stop_all
+from ..controlplane.controllers import kserve_manager
 from ..controlplane.server import free_port
 from .cluster import OperatorProcess, install_crds, kubectl
 from .prometheus import LocalPrometheus
@@ -64,6 +68,7 @@ class DevStack:
         self.executor: subprocess.Popen[bytes] | None = None
         self.prometheus = LocalPrometheus(self.workdir)
         self.serving: subprocess.Popen[bytes] | None = None
+        self.components: list[Component] = []  # KServe and the Kubernetes controllers
         self.gateway_port = 0  # chosen when the gateway starts, kept across restarts of the executor
         self.feast_data = self.workdir / "feast"
         self.artifacts = self.workdir / "artifacts"
@@ -94,9 +99,13 @@ class DevStack:
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.with_serving:
+            kserve_manager()  # built once into ~/.cache/slipway (minutes), before any server idles
         self.plane.start()
         install_crds(self.plane.assets.kubectl, self.plane.kubeconfig, self.workdir)
         kubectl(self.plane.assets.kubectl, self.plane.kubeconfig, "create", "namespace", NAMESPACE, check=False)
+        if self.with_serving:
+            self._start_controllers()
         self.operator.start()
         if self.with_training:
             self.prepare_features(self.feast_data)
@@ -145,13 +154,22 @@ class DevStack:
         log = open(self.workdir / "executor.log", "ab")  # noqa: SIM115 - lives as long as the process
         self.executor = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.ray.env})
 
+    def _start_controllers(self) -> None:
+        """KServe (its webhooks too, so before the operator writes an InferenceService), and the
+        controllers and scheduler that turn its Deployments into pods on the dev stack's node."""
+        self.components, objects = serving_components(self.kubeconfig, self.workdir, GATEWAY)
+        manifest = self.workdir / "kserve-setup.yaml"
+        manifest.write_text(yaml.safe_dump_all(objects))
+        kubectl(self.plane.assets.kubectl, self.kubeconfig, "apply", "--server-side", "-f", str(manifest))
+        start_all(self.components, self.kubeconfig, self.workdir)
+
     def _start_serving(self, timeout: float = 120) -> None:
-        """The KServe + Gateway stand-in; ready once its nginx answers (it writes the gateway URL then)."""
+        """The node and Gateway stand-in; ready once its nginx answers (it writes the gateway URL then)."""
         url_file = self.workdir / GATEWAY_URL_FILE
         url_file.unlink(missing_ok=True)
         self.gateway_port = self.gateway_port or free_port()
         args = [sys.executable, "-m", "slipway.devstack.serving", f"--kubeconfig={self.kubeconfig}"]
-        args += [f"--workdir={self.workdir}", f"--domain={DOMAIN}", f"--gateway={GATEWAY}"]
+        args += [f"--workdir={self.workdir}", f"--gateway={GATEWAY}"]
         args += [f"--gateway-port={self.gateway_port}", *(f"--env={k}={v}" for k, v in self.job_env().items())]
         log = open(self.workdir / "serving.log", "ab")  # noqa: SIM115 - lives as long as the process
         self.serving = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
@@ -228,6 +246,7 @@ class DevStack:
             except subprocess.TimeoutExpired:
                 self.serving.kill()
                 self.serving.wait()
+        stop_all(self.components)
         self.prometheus.stop()
         if self.executor and self.executor.poll() is None:
             self.executor.terminate()
@@ -243,6 +262,7 @@ class DevStack:
             ("executor", self.executor),
             ("serving", self.serving),
             ("prometheus", self.prometheus.proc),
+            *((c.name, c.proc) for c in self.components),
         )
         for name, proc in processes:
             if proc is not None and proc.poll() is not None:
@@ -265,19 +285,21 @@ def up(workdir: Path) -> int:
         try:
             print(
                 "\nSlipway dev stack is up: kube-apiserver, the operator, Ray and the RayJob executor, Feast data,\n"
-                "model servers behind nginx (the KServe + Gateway stand-in) and Prometheus.\n"
+                "KServe, kube-controller-manager and kube-scheduler, their pods run as local model servers\n"
+                "behind nginx (the node and Gateway stand-in), and Prometheus.\n"
                 f"  export KUBECONFIG={stack.kubeconfig}\n"
                 f"  export PATH={stack.plane.assets.kubectl.parent}:$PATH   # a kubectl of the API server's version\n"
                 f"  kubectl apply -f {workdir / 'trainingrun.yaml'}        # trains for real on Feast features\n"
                 f"  kubectl apply -f {workdir / 'modeldeployment.yaml'}    # serves each new version as a canary\n"
-                "  kubectl get tr,mv,md,isvc,httproute -n ml -w\n"
+                "  kubectl get tr,mv,md,isvc,deploy,pods,httproute -n ml -w\n"
                 "  kubectl slipway status churn -n ml --watch              # the rollout, live\n"
                 "  kubectl apply -f tests/manifests/contract.yaml          # the API contract's manifests\n"
                 f"Gateway: {stack.gateway_url}   (Host: <deployment>.<namespace>.{DOMAIN})\n"
                 f"  curl -H 'Host: churn.{NAMESPACE}.{DOMAIN}' {stack.gateway_url}/v1/models/churn:predict \\\n"
                 '       -d \'{"instances": [{"customer_id": 42}]}\'\n'
                 f"Prometheus: {stack.prometheus_url}/graph?g0.expr=slipway_requests_total\n"
-                f"Logs: {workdir}/{{operator,executor,serving,prometheus,ray}}.log; model servers: {workdir}/serving/\n"
+                f"Logs: {workdir}/{{operator,executor,serving,kserve,kube-*,prometheus,ray}}.log; "
+                f"model servers: {workdir}/serving/\n"
                 f"Ray dashboard: {stack.ray.address}   (token: {stack.ray.token_path})\n"
                 "Ctrl-C (or `slipway dev down`) stops it all.",
                 flush=True,

@@ -1,4 +1,9 @@
-"""What KServe (with Knative in Knative mode) decides for an InferenceService, as pure functions.
+"""The integration tests' KServe: what KServe (with Knative in Knative mode) decides for an
+InferenceService, as pure functions, for `tests.support` to write as status.
+
+The integration tests share one control plane in which no KServe runs (it would take every
+namespace's InferenceServices); the conformance tests check this against the real KServe, and the
+dev stack runs the real one.
 
 Revisions: a new one whenever the predictor's template changes (everything but
 `canaryTrafficPercent`, which only moves traffic), named `<isvc>-predictor-<generation:05d>`.
@@ -22,7 +27,6 @@ KNATIVE = "Knative"
 STANDARD = "Standard"
 LEGACY_MODES = {"Serverless": KNATIVE, "RawDeployment": STANDARD}  # KServe still reads the old names
 READY_PATH = "/v2/health/ready"
-CONTAINER = "kserve-container"
 
 # What one model-server process is doing.
 STARTING = "Starting"
@@ -59,13 +63,6 @@ def host(name: str, namespace: str, domain: str) -> str:
     return f"{name}-{namespace}.{domain}"
 
 
-def predictor_container(predictor: Mapping[str, Any]) -> dict[str, Any]:
-    containers = predictor.get("containers") or []
-    if not containers:
-        raise ValueError("spec.predictor.containers is empty: this stand-in runs custom predictors only")
-    return dict(next((c for c in containers if c.get("name") == CONTAINER), containers[0]))
-
-
 # What never reaches the pod template: traffic, and in Standard mode the replica range (the HPA's).
 NOT_IN_TEMPLATE = {KNATIVE: {"canaryTrafficPercent"}, STANDARD: {"canaryTrafficPercent", "minReplicas", "maxReplicas"}}
 
@@ -79,27 +76,6 @@ def template_hash(predictor: Mapping[str, Any], mode: str = KNATIVE) -> str:
 def canary_percent(isvc: Mapping[str, Any]) -> int | None:
     value = isvc.get("spec", {}).get("predictor", {}).get("canaryTrafficPercent")
     return None if value is None else max(0, min(100, int(value)))
-
-
-def server_args(container: Mapping[str, Any], http_port: int, grpc_port: int) -> list[str]:
-    """The container's args with this machine's ports (a pod has its own network; we share one)."""
-    args = [str(a) for a in container.get("args") or []]
-    ports = ("--http_port", "--grpc_port")
-    kept: list[str] = []
-    skip = False
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg in ports:
-            skip = True  # "--http_port 8080": drop the value too
-        elif not arg.startswith(tuple(f"{p}=" for p in ports)):
-            kept.append(arg)
-    return [*kept, f"--http_port={http_port}", f"--grpc_port={grpc_port}"]
-
-
-def container_env(container: Mapping[str, Any]) -> dict[str, str]:
-    """Literal env values (valueFrom needs a kubelet; this stand-in leaves those out)."""
-    return {e["name"]: str(e["value"]) for e in container.get("env") or [] if "value" in e}
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,14 @@
-"""The KServe stand-in's pure parts: revisions, Serverless traffic and rollout bookkeeping, status."""
+"""The integration tests' KServe stand-in (tests/kserve_standin.py): revisions, Serverless traffic
+and rollout bookkeeping, status; and the dev stack's Prometheus targets."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
-
-from slipway.devstack import kserve
-from slipway.devstack.kserve import Rollout, TrafficTarget
 from slipway.devstack.prometheus import ScrapeTarget, config, targets_content
+from tests import kserve_standin as kserve
+from tests.kserve_standin import Rollout, TrafficTarget
 
 NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
 LATER = datetime(2026, 11, 22, 12, 5, 0, tzinfo=UTC)
@@ -64,30 +63,6 @@ def test_mode_defaults_to_serverless_as_kserve_does() -> None:
     # The legacy names, which KServe's defaulter rewrites, still mean the same modes.
     assert kserve.deployment_mode(isvc(mode="RawDeployment")) == kserve.STANDARD
     assert kserve.deployment_mode(isvc(mode="Serverless")) == kserve.KNATIVE
-
-
-@pytest.mark.parametrize(
-    ("args", "expected"),
-    [
-        (["--model_name=churn", "--http_port=8080"], ["--model_name=churn"]),
-        (["--http_port", "8080", "--model_name=churn", "--grpc_port=9000"], ["--model_name=churn"]),
-        ([], []),
-    ],
-)
-def test_server_args_take_this_machines_ports(args: list[str], expected: list[str]) -> None:
-    assert kserve.server_args({"args": args}, 1234, 5678) == [*expected, "--http_port=1234", "--grpc_port=5678"]
-
-
-def test_container_env_keeps_literal_values() -> None:
-    container = {"env": [{"name": "A", "value": "1"}, {"name": "B", "valueFrom": {"secretKeyRef": {}}}]}
-    assert kserve.container_env(container) == {"A": "1"}
-
-
-def test_the_kserve_container_is_the_predictor() -> None:
-    predictor = {"containers": [{"name": "sidecar"}, {"name": "kserve-container", "image": "x"}]}
-    assert kserve.predictor_container(predictor)["image"] == "x"
-    with pytest.raises(ValueError, match="containers"):
-        kserve.predictor_container({})
 
 
 R1, R2, R3 = (kserve.revision_name("churn", g) for g in (1, 2, 3))
