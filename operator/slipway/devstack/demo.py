@@ -313,8 +313,8 @@ class Demo:
 
     # -- the story ---------------------------------------------------------------------------------
     def play(self) -> None:
-        with self.stage("start the dev stack (control plane, operator, Ray, Feast data, nginx, Prometheus)"):
-            self.console.line("the first run builds etcd, kube-apiserver and kubectl and fetches nginx and Prometheus")
+        with self.stage("start the dev stack (control plane, KServe, operator, Ray, Feast data, nginx, Prometheus)"):
+            self.console.line("the first run builds the control plane and KServe and fetches nginx and Prometheus")
             with self.console.ticking("starting the dev stack"), children_output(self.folder / "start.log"):
                 self._stack = DevStack(self.folder)
                 self._stack.start()

@@ -279,7 +279,9 @@ def up(workdir: Path) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    print("starting the dev stack (the first run builds etcd and kube-apiserver: a few minutes) ...", flush=True)
+    print(
+        "starting the dev stack (the first run builds the control plane and KServe: about 10 minutes) ...", flush=True
+    )
     with DevStack(workdir) as stack:
         (workdir / PID_FILE).write_text(str(os.getpid()))
         try:
