@@ -11,7 +11,9 @@ example model (the pipeline's ChurnMLP, default hidden units 64,32, standardized
                defaults (per-request log lines on);
   stock-quiet  the same with KServe's per-request log lines off (what the predictor does), to
                show how much of the difference is logging;
-  predictor    `python -m pipelines.predictor` (dynamic batching, direct JSON path);
+  predictor    `python -m pipelines.predictor` (dynamic batching, direct JSON path, input monitoring
+               against the model's training profile);
+  predictor-nomonitor  the same with SLIPWAY_INPUT_MONITOR=0: what the input monitor costs;
   predictor-kserve-routes  the predictor with `--direct=false` (through KServe's FastAPI routes).
 Each server is measured without and (stock, predictor) with Feast enrichment, at concurrency 1
 and 16, with an aiohttp client in this process: one instance per request (a row of 9 feature
@@ -22,7 +24,13 @@ of them; figures are the median over the rounds. The server process's CPU time p
 steadier measure of a server's cost than wall-clock throughput.
 Targets (issue 4): predictor p50 at c=1 <= raw forward p50 + 1 ms; predictor throughput at c=16 >=
 2x stock; Feast enrichment adds (predictor p50 with - without, c=1) <= 3x a raw lookup of the same
-keys (p50).
+keys (p50). Issue 13: input monitoring adds <= 0.1 ms to the p50 at c=1 and costs <= 5% of the
+throughput at c=16 (predictor against predictor-nomonitor, per round and as medians).
+`--only NAME,...` measures only those servers (and no raw figures), e.g.
+`--only predictor,predictor-nomonitor,predictor-again --rounds 9` for the monitoring comparison
+alone; predictor-again (a second predictor identical to the first, only with --only) shows what
+the machine's noise alone does to the same comparison. The input monitor's own cost per call is
+also timed in this process (`input_monitor_us`).
 
 `--engines` (issue 7) measures the engine as a dimension instead, at concurrency 16 and 64, on a
 model of `--hidden` widths (the pipeline's 64,32 by default; e.g. 512x128 for one whose forward pass
@@ -222,6 +230,31 @@ def timed_calls(call: Callable[[int], object], requests: int, warmup: int, per_c
     return Figures(latencies, time.perf_counter() - began, requests * per_call)
 
 
+def monitor_cost(run_dir: Path, rows: Any) -> dict[str, float]:
+    """The input monitor's own cost in this process, on the served model's profile: amortized us per
+    `observe` call (counting included) at a few batch sizes, and us per scrape (`figures`)."""
+    import numpy as np
+    from pipelines.predictor import artifact
+    from pipelines.predictor.monitor import InputMonitor, Reference
+
+    manifest = artifact.read_manifest(str(run_dir))
+    monitor = InputMonitor(Reference(manifest.features, manifest.profile))
+    out: dict[str, float] = {}
+    for n in (1, 16, 64):
+        batches = [np.ascontiguousarray(np.resize(rows[i:], (n, rows.shape[1]))) for i in range(64)]
+        calls = 20000 if n == 1 else 4000
+        began = time.perf_counter()
+        for i in range(calls):
+            monitor.observe(batches[i % 64])
+        monitor.window()  # what is still kept uncounted
+        out[f"observe, batch of {n}, us per call"] = round((time.perf_counter() - began) / calls * 1e6, 2)
+    began = time.perf_counter()
+    for _ in range(200):
+        monitor.figures()
+    out["scrape (figures), us"] = round((time.perf_counter() - began) / 200 * 1e6, 1)
+    return out
+
+
 def forward_threads(model: Any, rows: Any) -> dict[str, dict[str, float]]:
     """Mean forward time (us) at a few batch sizes with 1 and 2 torch threads."""
     import numpy as np
@@ -265,8 +298,10 @@ def make_data(workdir: Path, customers: int) -> tuple[Path, list[int], Any]:
 
 def make_model(workdir: Path, rows: Any, features: list[str], hidden: tuple[int, ...] = (64, 32)) -> Path:
     """The example model: the pipeline's ChurnMLP (default widths 64, 32), standardized on the data."""
+    import pandas as pd
     import torch
     from pipelines.churn import model as churn
+    from pipelines.churn import validation
     from pipelines.predictor import artifact
 
     from slipway.api.artifacts import Manifest
@@ -275,7 +310,9 @@ def make_model(workdir: Path, rows: Any, features: list[str], hidden: tuple[int,
     torch.manual_seed(0)
     net = churn.ChurnMLP(len(features), hidden=hidden, mean=mean, std=std).eval()
     run_dir = workdir / "runs" / "churn-bench"
-    artifact.write(str(run_dir), churn.torchscript_bytes(net), Manifest(metrics={}, features=features))
+    profile = validation.profile(pd.DataFrame(rows, columns=features), features)  # what training writes
+    manifest = Manifest(metrics={}, features=features, profile=profile)
+    artifact.write(str(run_dir), churn.torchscript_bytes(net), manifest)
     return run_dir
 
 
@@ -352,7 +389,7 @@ def running(started: dict[str, Server]) -> Iterator[None]:
 
 
 @contextmanager
-def servers(workdir: Path, run_dir: Path, feast: Path) -> Iterator[dict[str, Server]]:
+def servers(workdir: Path, run_dir: Path, feast: Path, only: set[str] | None = None) -> Iterator[dict[str, Server]]:
     from slipway.controlplane.server import free_port
 
     def stock(name: str, *extra: str) -> Server:
@@ -360,9 +397,11 @@ def servers(workdir: Path, run_dir: Path, feast: Path) -> Iterator[dict[str, Ser
         cmd = [sys.executable, __file__, "stock", f"--stock-port={port}", f"--model-dir={run_dir}", *extra]
         return Server(name, cmd, {}, f"http://127.0.0.1:{port}", workdir / f"{name}.log")
 
-    def ours(name: str, enrich: bool, *extra: str) -> Server:
+    def ours(name: str, enrich: bool, *extra: str, monitor: bool = True) -> Server:
         port = free_port()
         env = {"SLIPWAY_MODEL_DIR": str(run_dir), "SLIPWAY_MODEL_VERSION": "1", "SLIPWAY_FEAST_DATA": str(feast)}
+        if not monitor:
+            env["SLIPWAY_INPUT_MONITOR"] = "0"
         if enrich:
             env.update(SLIPWAY_FEATURE_SERVICE=SERVICE, SLIPWAY_ENTITY_KEY=ENTITY_KEY)
         cmd = [sys.executable, "-m", "pipelines.predictor", f"--model_name={MODEL}", f"--http_port={port}", *extra]
@@ -375,13 +414,18 @@ def servers(workdir: Path, run_dir: Path, feast: Path) -> Iterator[dict[str, Ser
             stock("stock-quiet", "--quiet"),
             stock("stock+feast", f"--feast-data={feast}"),
             ours("predictor", False),
+            ours("predictor-nomonitor", False, monitor=False),
+            ours("predictor-again", False),  # only with --only: a second identical predictor, the noise floor
             ours("predictor-kserve-routes", False, "--direct=false"),
             ours("predictor+feast", True),
         )
+        if (s.name in only if only is not None else s.name not in OPTIONAL)
     }
     with running(started):
         yield started
 
+
+OPTIONAL = {"predictor-again"}
 
 # --- engines (issue 7): kserve in one process, KServe's own 2 workers, ray-serve with 2 replicas ---
 
@@ -645,6 +689,10 @@ def main() -> int:
         "--hidden", default="64,32", help="--engines: the model's hidden widths (1024,1024) or WIDTHxDEPTH (512x128)"
     )
     parser.add_argument("--no-handle-calls", action="store_true", help="--engines: skip the raw handle-call figures")
+    parser.add_argument(
+        "--only",
+        help="measure only these servers, comma-separated (e.g. predictor,predictor-nomonitor); no raw figures",
+    )
     args = parser.parse_args()
     if args.engines:
         return engines_main(args)
@@ -670,6 +718,8 @@ def main() -> int:
         model = torch.jit.load(str(run_dir / "model.pt"))  # type: ignore[no-untyped-call]
         threads = forward_threads(model, rows)
         print("forward, mean us per call by torch threads and batch rows:", threads)
+        monitor_us = monitor_cost(run_dir, rows)
+        print("input monitor in this process:", monitor_us)
         torch.set_num_threads(1)  # what the predictor uses (SLIPWAY_TORCH_THREADS)
         service = fs.feature_service(store, SERVICE)
         key_rows = [keys[i % len(keys)] for i in range(4096)]
@@ -697,7 +747,10 @@ def main() -> int:
         plain_bodies = [orjson.dumps({"instances": [[float(v) for v in row]]}) for row in rows[:256]]
         key_bodies = [orjson.dumps({"instances": [{ENTITY_KEY: k}]}) for k in key_rows[:1024]]
         results: dict[str, list[dict[str, float]]] = {}
-        with servers(workdir, run_dir, feast) as running:
+        only = set(args.only.split(",")) if args.only else None
+        if only is not None:
+            raw = {}
+        with servers(workdir, run_dir, feast, only) as running:
             print(f"servers up after {time.monotonic() - began:.1f}s")
             names = list(running)
             for round_index in range(args.rounds):
@@ -723,23 +776,71 @@ def main() -> int:
     def fig(name: str, key: str) -> float:
         return table[name][key]
 
-    ours_c1 = fig("predictor c=1", "p50_ms")
-    raw_c1 = fig("raw forward c=1", "p50_ms")
-    throughput_ratio = fig("predictor c=16", "throughput_per_s") / fig("stock c=16", "throughput_per_s")
-    per_round = [
-        round(ours["throughput_per_s"] / stock["throughput_per_s"], 2)
-        for ours, stock in zip(results["predictor c=16"], results["stock c=16"], strict=True)
-    ]
-    added = fig("predictor+feast c=1", "p50_ms") - ours_c1
-    raw_lookup = fig("raw lookup c=1", "p50_ms")
-    targets = {
-        f"predictor p50 at c=1 ({ours_c1:.3f} ms) <= raw forward p50 ({raw_c1:.3f} ms) + 1 ms": ours_c1 <= raw_c1 + 1,
-        f"predictor throughput at c=16 >= 2x stock ({throughput_ratio:.2f}x; per round {per_round})": (
+    def have(*names: str) -> bool:
+        return all(f"{name} c=1" in table or name in table for name in names)
+
+    targets: dict[str, bool] = {}
+    per_round: list[float] = []
+    if have("predictor", "raw forward"):
+        ours_c1, raw_c1 = fig("predictor c=1", "p50_ms"), fig("raw forward c=1", "p50_ms")
+        targets[f"predictor p50 at c=1 ({ours_c1:.3f} ms) <= raw forward p50 ({raw_c1:.3f} ms) + 1 ms"] = (
+            ours_c1 <= raw_c1 + 1
+        )
+    if have("predictor", "stock"):
+        throughput_ratio = fig("predictor c=16", "throughput_per_s") / fig("stock c=16", "throughput_per_s")
+        per_round = [
+            round(ours["throughput_per_s"] / stock["throughput_per_s"], 2)
+            for ours, stock in zip(results["predictor c=16"], results["stock c=16"], strict=True)
+        ]
+        targets[f"predictor throughput at c=16 >= 2x stock ({throughput_ratio:.2f}x; per round {per_round})"] = (
             throughput_ratio >= 2
-        ),
-        f"Feast enrichment adds ({added:.3f} ms) <= 3x a raw lookup ({raw_lookup:.3f} ms): "
-        f"{added / raw_lookup:.2f}x": added <= 3 * raw_lookup,
-    }
+        )
+    if have("predictor", "predictor+feast", "raw lookup"):
+        added = fig("predictor+feast c=1", "p50_ms") - fig("predictor c=1", "p50_ms")
+        raw_lookup = fig("raw lookup c=1", "p50_ms")
+        enrichment = f"Feast enrichment adds ({added:.3f} ms) <= 3x a raw lookup ({raw_lookup:.3f} ms)"
+        targets[f"{enrichment}: {added / raw_lookup:.2f}x"] = added <= 3 * raw_lookup
+    monitoring: dict[str, Any] = {}
+    if have("predictor", "predictor-nomonitor"):
+        on, off = results["predictor c=1"], results["predictor-nomonitor c=1"]
+        monitoring["p50_added_ms_per_round"] = [
+            round(a["p50_ms"] - b["p50_ms"], 4) for a, b in zip(on, off, strict=True)
+        ]
+        on16, off16 = results["predictor c=16"], results["predictor-nomonitor c=16"]
+        monitoring["throughput_ratio_c16_per_round"] = [
+            round(a["throughput_per_s"] / b["throughput_per_s"], 3) for a, b in zip(on16, off16, strict=True)
+        ]
+        p50_added = fig("predictor c=1", "p50_ms") - fig("predictor-nomonitor c=1", "p50_ms")
+        ratio16 = fig("predictor c=16", "throughput_per_s") / fig("predictor-nomonitor c=16", "throughput_per_s")
+        cpu_added = {
+            c: round(
+                fig(f"predictor c={c}", "server_cpu_ms_per_request")
+                - fig(f"predictor-nomonitor c={c}", "server_cpu_ms_per_request"),
+                4,
+            )
+            for c in CONCURRENCY
+        }
+        monitoring |= {"p50_added_ms": round(p50_added, 4), "throughput_ratio_c16": round(ratio16, 3)}
+        monitoring["server_cpu_added_ms_per_request"] = cpu_added
+        targets[
+            f"input monitoring adds <= 0.1 ms to p50 at c=1 ({p50_added:+.3f} ms; per round "
+            f"{monitoring['p50_added_ms_per_round']})"
+        ] = p50_added <= 0.1
+        targets[
+            f"input monitoring keeps >= 95% of throughput at c=16 ({ratio16:.3f}x; per round "
+            f"{monitoring['throughput_ratio_c16_per_round']})"
+        ] = ratio16 >= 0.95
+        print(f"input monitoring: server CPU per request added (ms) by concurrency: {cpu_added}")
+    if have("predictor", "predictor-again"):  # two identical servers: what the machine's noise alone gives
+        same = results["predictor c=1"], results["predictor-again c=1"]
+        same16 = results["predictor c=16"], results["predictor-again c=16"]
+        monitoring["same_server_p50_diff_ms_per_round"] = [
+            round(a["p50_ms"] - b["p50_ms"], 4) for a, b in zip(*same, strict=True)
+        ]
+        monitoring["same_server_throughput_ratio_c16_per_round"] = [
+            round(a["throughput_per_s"] / b["throughput_per_s"], 3) for a, b in zip(*same16, strict=True)
+        ]
+        print(f"noise floor (predictor vs predictor-again): {monitoring}")
     print()
     print(f"{'configuration':<36} {'p50 ms':>9} {'p99 ms':>9} {'instances/s':>12} {'server CPU ms/req':>18}")
     for name, row in table.items():
@@ -749,11 +850,15 @@ def main() -> int:
             f" {'' if cpu is None else f'{cpu:.3f}':>18}"
         )
     print()
-    for name in ("stock-quiet", "predictor-kserve-routes", "stock+feast", "predictor+feast"):
-        ratio = fig(f"{name} c=16", "throughput_per_s") / fig("stock c=16", "throughput_per_s")
-        print(f"throughput at c=16, {name} / stock: {ratio:.2f}x")
-    cpu_ratio = fig("stock c=16", "server_cpu_ms_per_request") / fig("predictor c=16", "server_cpu_ms_per_request")
-    print(f"server CPU per request at c=16, stock / predictor: {cpu_ratio:.2f}x (capacity per server core)")
+    cpu_ratio = None
+    if have("stock"):
+        for name in ("stock-quiet", "predictor-kserve-routes", "stock+feast", "predictor+feast", "predictor-nomonitor"):
+            if have(name):
+                ratio = fig(f"{name} c=16", "throughput_per_s") / fig("stock c=16", "throughput_per_s")
+                print(f"throughput at c=16, {name} / stock: {ratio:.2f}x")
+    if have("stock", "predictor"):
+        cpu_ratio = fig("stock c=16", "server_cpu_ms_per_request") / fig("predictor c=16", "server_cpu_ms_per_request")
+        print(f"server CPU per request at c=16, stock / predictor: {cpu_ratio:.2f}x (capacity per server core)")
     for name, met in targets.items():
         print(f"{'MET ' if met else 'MISS'} {name}")
     result = {
@@ -763,9 +868,11 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
         "settings": vars(args) | {"json": str(args.json) if args.json else None},
         "throughput_ratio_per_round": per_round,
-        "server_cpu_ratio_c16": round(cpu_ratio, 3),
+        "server_cpu_ratio_c16": None if cpu_ratio is None else round(cpu_ratio, 3),
+        "input_monitoring": monitoring,
         "figures": table,
         "forward_us_by_threads": threads,
+        "input_monitor_us": monitor_us,
         "rounds": results,
         "targets": targets,
         "load_average_after": [round(x, 2) for x in os.getloadavg()],

@@ -25,6 +25,8 @@ from typing import Any
 
 from slipway.api.trainingrun import TrainingRunSpec
 
+from .failures import InvalidHyperparameter
+
 RUN_CONFIG_ENV = "SLIPWAY_TRAINING_RUN"
 FEATURE_REPO_ENV = "SLIPWAY_FEATURE_REPO"
 FEAST_CONFIG_ENV = "SLIPWAY_FEAST_CONFIG"
@@ -78,9 +80,11 @@ HYPERPARAMETERS: dict[str, tuple[str, Callable[[str], Any]]] = {
 
 
 def parse_hyperparameters(values: Mapping[str, str]) -> Hyperparameters:
-    """Typed hyperparameters from strings; unknown keys are kept (and logged), bad values refused."""
+    """Typed hyperparameters from strings; unknown keys are kept (and logged), bad values refused
+    with InvalidHyperparameter naming the first bad key (and the others in its detail)."""
     known: dict[str, Any] = {}
     extra: dict[str, str] = {}
+    bad: list[tuple[str, str, str]] = []  # (key, value, what is wrong)
     for key, raw in values.items():
         if key not in HYPERPARAMETERS:
             log.warning("unknown hyperparameter %s=%s: recorded in lineage, not used", key, raw)
@@ -90,19 +94,23 @@ def parse_hyperparameters(values: Mapping[str, str]) -> Hyperparameters:
         try:
             known[attr] = parse(str(raw))
         except ValueError as err:
-            raise ValueError(f"hyperparameter {key}={raw!r}: {err}") from err
+            bad.append((key, str(raw), f"does not parse ({err})"))
     hp = Hyperparameters(**known, extra=extra)
-    problems = [
-        (hp.learning_rate > 0, "learningRate must be > 0"),
-        (hp.epochs >= 1, "epochs must be >= 1"),
-        (hp.batch_size >= 1, "batchSize must be >= 1"),
-        (0 <= hp.dropout < 1, "dropout must be in [0, 1)"),
-        (hp.weight_decay >= 0, "weightDecay must be >= 0"),
-        (0 < hp.held_out_fraction < 1, "heldOutFraction must be in (0, 1)"),
+    ranges = [
+        ("learningRate", hp.learning_rate > 0, "must be > 0"),
+        ("epochs", hp.epochs >= 1, "must be >= 1"),
+        ("batchSize", hp.batch_size >= 1, "must be >= 1"),
+        ("dropout", 0 <= hp.dropout < 1, "must be in [0, 1)"),
+        ("weightDecay", hp.weight_decay >= 0, "must be >= 0"),
+        ("heldOutFraction", 0 < hp.held_out_fraction < 1, "must be in (0, 1)"),
     ]
-    bad = [message for ok, message in problems if not ok]
+    bad += [(key, str(values.get(key, "")), problem) for key, ok, problem in ranges if not ok]
     if bad:
-        raise ValueError("; ".join(bad))
+        key, raw, problem = bad[0]
+        others = "; ".join(f"{k}={v!r} {p}" for k, v, p in bad[1:])
+        raise InvalidHyperparameter(
+            f"spec.hyperparameters.{key}", raw, problem + (f"; also {others}" if others else "")
+        )
     return hp
 
 
@@ -141,15 +149,18 @@ def argument_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load(argv: Sequence[str], env: Mapping[str, str]) -> RunConfig:
-    """The run's configuration; `--hp` arguments override spec.hyperparameters."""
+def load(argv: Sequence[str], env: Mapping[str, str], hyperparameters: bool = True) -> RunConfig:
+    """The run's configuration; `--hp` arguments override spec.hyperparameters.
+
+    Bad hyperparameters raise InvalidHyperparameter; `hyperparameters=False` leaves them at their
+    defaults, so that the run's artifact location is known to report them."""
     args = argument_parser().parse_args(list(argv))
     raw = env.get(RUN_CONFIG_ENV)
     if not raw:
         raise ValueError(f"${RUN_CONFIG_ENV} is not set: it carries the TrainingRun (name, namespace, attempt, spec)")
     document = json.loads(raw)
     spec = TrainingRunSpec.model_validate(document["spec"])
-    hp = parse_hyperparameters({**spec.hyperparameters, **dict(args.hp)})
+    hp = parse_hyperparameters({**spec.hyperparameters, **dict(args.hp)}) if hyperparameters else Hyperparameters()
     cpus = env.get(RAY_CPUS_ENV)
     return RunConfig(
         name=str(document["name"]),

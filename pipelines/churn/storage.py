@@ -11,6 +11,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 CHECKPOINT_META = "meta.json"  # written into every checkpoint: {"epoch": N}
+WRITE_CHECK = ".write-check"
 
 
 def resolve(uri: str, pvc_root: str = "/mnt/pvc") -> str:
@@ -68,6 +69,21 @@ def write_text(uri: str, text: str) -> None:
 
 def write_json(uri: str, value: Any) -> None:
     write_text(uri, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def remove(uri: str) -> None:
+    """Deletes a file if it is there."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    if fs.exists(path):
+        fs.rm(path)
+
+
+def check_writable(directory: str) -> None:
+    """Writes and removes a small file in `directory` (creating it), raising what a write there
+    raises: found at the start of a run, not when the model is written after training."""
+    probe = join(directory, WRITE_CHECK)
+    write_bytes(probe, b"")
+    remove(probe)
 
 
 def read_json(uri: str) -> Any | None:

@@ -1,11 +1,15 @@
 """The training entrypoint a RayJob runs: `python -m pipelines.churn.train --hp KEY=VALUE ...`.
 
-Reads the TrainingRun from `$SLIPWAY_TRAINING_RUN`, joins its entity dataset with the Feast
-feature service point in time, validates the data (writing validation.json; exit 3 on failure),
-trains with Ray Train, evaluates on the held-out split and writes, under
+Reads the TrainingRun from `$SLIPWAY_TRAINING_RUN`, checks that its artifact location can be
+written, joins its entity dataset with the Feast feature service point in time, validates the data
+(writing validation.json), trains with Ray Train, evaluates on the held-out split and writes, under
 `run_uri(spec.artifacts.uri, name)`: model.pt (TorchScript), history.json (per-epoch training
-metrics), checkpoints/ (Ray Train's) and, last, manifest.json. Exit codes: 0 done, 1 failure,
-2 bad configuration, 3 (`EXIT_DATA_VALIDATION`) the data failed validation.
+metrics), checkpoints/ (Ray Train's) and, last, manifest.json.
+
+Exit codes (slipway.api.artifacts): 0 done; 1 an unexpected failure (retried by the operator);
+2 bad configuration; and for what the user must fix, with failure.json written where it can be:
+3 data validation failed, 4 feature service not found, 5 entity dataset missing or unreadable,
+6 a column not found, 7 an invalid hyperparameter, 8 the artifact location cannot be written.
 """
 
 from __future__ import annotations
@@ -23,12 +27,12 @@ from pydantic import ValidationError
 
 from slipway.api.artifacts import (
     CHECKPOINT_DIR,
-    EXIT_DATA_VALIDATION,
+    EXIT_CONFIG,
+    FAILURE_FILE,
     MANIFEST_FILE,
     MODEL_FILE,
     VALIDATION_FILE,
     Manifest,
-    ValidationFailure,
     ValidationReport,
     profile_uri,
     run_uri,
@@ -37,10 +41,18 @@ from slipway.api.modelversion import Lineage
 
 from . import config as configuration
 from . import dataset, metrics, sources, storage, trainer, validation
+from .failures import (
+    ArtifactsUnwritable,
+    DataValidationFailed,
+    InvalidHyperparameter,
+    UserError,
+    first_line,
+    permanent,
+)
 from .model import predict, torchscript_bytes
 
 HISTORY_FILE = "history.json"
-EXIT_CONFIG = 2
+ARTIFACTS_FIELD = "spec.artifacts.uri"
 
 log = logging.getLogger("pipelines.churn.train")
 
@@ -67,25 +79,61 @@ def write_report(run_dir: str, report: ValidationReport) -> None:
 
 
 def run(cfg: configuration.RunConfig) -> int:
+    """Trains the run; a failure the user must fix becomes failure.json and its exit code."""
+    run_dir = storage.resolve(run_uri(cfg.spec.artifacts.uri, cfg.name), cfg.pvc_root)
+    try:
+        return train(cfg, run_dir)
+    except UserError as error:
+        return conclude(error, run_dir, cfg.attempt)
+
+
+def conclude(error: UserError, run_dir: str, attempt: int) -> int:
+    """Reports a user error: the traceback, failure.json (unless the location is the problem), and
+    last the one line that Ray's message about the job, and so the RayJob's, ends with."""
+    log.info("traceback of the failure below", exc_info=error)
+    if not isinstance(error, ArtifactsUnwritable):
+        try:
+            storage.write_text(
+                storage.join(run_dir, FAILURE_FILE), error.failure(attempt).model_dump_json(by_alias=True, indent=2)
+            )
+        except Exception:  # the exit code still says which failure it was
+            log.warning("could not write %s", storage.join(run_dir, FAILURE_FILE), exc_info=True)
+    log.error("%s", error.line())
+    return error.exit_code
+
+
+def prepare(cfg: configuration.RunConfig, run_dir: str) -> None:
+    """Fails fast when the run's directory cannot be written, and clears what an earlier run of
+    the same name left there that this attempt writes afresh (its failure, its validation)."""
+    try:
+        storage.check_writable(run_dir)
+        for name in (FAILURE_FILE, VALIDATION_FILE):
+            storage.remove(storage.join(run_dir, name))
+    except (OSError, ValueError, ImportError) as error:
+        if not permanent(error):
+            raise
+        detail = f"cannot be written: {first_line(error)}"
+        raise ArtifactsUnwritable(ARTIFACTS_FIELD, cfg.spec.artifacts.uri, detail) from error
+
+
+def train(cfg: configuration.RunConfig, run_dir: str) -> int:
     spec, hp = cfg.spec, cfg.hyperparameters
-    run_dir = storage.resolve(run_uri(spec.artifacts.uri, cfg.name), cfg.pvc_root)
     accepted_uri = storage.resolve(profile_uri(spec.artifacts.uri), cfg.pvc_root)
     log.info("run %s/%s attempt %d: artifacts at %s", cfg.namespace, cfg.name, cfg.attempt, run_dir)
+    prepare(cfg, run_dir)
 
     entities = sources.read_entities(spec.features.entities.uri, cfg.pvc_root)
     store = sources.open_store(cfg.feature_repo, cfg.feast_config)
     service = sources.describe_service(store, spec.features.feature_service)
     timestamp = spec.features.entities.timestamp_column
-    required = sources.required_entity_columns(service.join_keys, timestamp, spec.features.label)
-    absent = [c for c in required if c not in entities.frame.columns]
-    if absent:
-        failures = [ValidationFailure(feature=c, check=validation.MISSING_COLUMN) for c in absent]
-        report = ValidationReport(passed=False, reason=validation.reason(failures), failures=failures)
-        write_report(run_dir, report)
-        log.error("entity dataset %s: %s", entities.uri, report.reason)
-        return EXIT_DATA_VALIDATION
+    sources.check_columns(entities, service, timestamp, spec.features.label)
+    try:
+        entity_frame = sources.entity_dataframe(entities.frame, timestamp)
+    except DataValidationFailed as error:
+        write_report(run_dir, error.report)
+        raise
 
-    frame = sources.historical_features(store, service.name, sources.entity_dataframe(entities.frame, timestamp))
+    frame = sources.historical_features(store, service.name, entity_frame)
     frame = dataset.canonical_order(frame, [*service.join_keys, sources.FEAST_TIMESTAMP])
     log.info("%d rows, features %s", len(frame), ", ".join(service.features))
 
@@ -100,8 +148,7 @@ def run(cfg: configuration.RunConfig) -> int:
     )
     write_report(run_dir, report)
     if not report.passed:
-        log.error("data validation failed: %s", report.reason)
-        return EXIT_DATA_VALIDATION
+        raise DataValidationFailed(*validation_field(cfg, report), report)
     data_profile = validation.profile(frame, service.features)
     storage.write_json(accepted_uri, data_profile)
 
@@ -158,6 +205,21 @@ def run(cfg: configuration.RunConfig) -> int:
     return 0
 
 
+def validation_field(cfg: configuration.RunConfig, report: ValidationReport) -> tuple[str, object]:
+    """The spec field behind the first failed check: the limit it broke, the label, or the features."""
+    first = report.failures[0] if report.failures else None
+    limits = cfg.spec.data_validation
+    if first is not None and first.check == validation.DRIFT:
+        return "spec.dataValidation.maxDrift", f"{limits.max_drift:g}"
+    if first is not None and first.feature == cfg.spec.features.label:
+        return sources.LABEL_FIELD, cfg.spec.features.label
+    if first is not None and first.check == validation.MISSING_FRACTION:
+        return "spec.dataValidation.maxMissingFraction", f"{limits.max_missing_fraction:g}"
+    if first is not None and first.check == validation.ROWS:
+        return sources.DATASET_FIELD, cfg.spec.features.entities.uri
+    return sources.SERVICE_FIELD, cfg.spec.features.feature_service  # a feature missing or not numeric
+
+
 def training_name(cfg: configuration.RunConfig, features: Sequence[str], dataset_sha256: str) -> str:
     """Ray Train's run name: the TrainingRun's name and a digest of what the weights depend on (data,
     features, label and every hyperparameter but the epoch count). A retry finds its own checkpoints
@@ -194,8 +256,16 @@ def lineage(
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = sys.argv[1:] if argv is None else argv
+    environment = os.environ if env is None else env
     try:
-        cfg = configuration.load(sys.argv[1:] if argv is None else argv, os.environ if env is None else env)
+        cfg = configuration.load(args, environment)
+    except InvalidHyperparameter as error:
+        # The rest of the configuration is fine, so the run (and where it reports) is known.
+        partial = configuration.load(args, environment, hyperparameters=False)
+        return conclude(
+            error, storage.resolve(run_uri(partial.spec.artifacts.uri, partial.name), partial.pvc_root), partial.attempt
+        )
     except (ValueError, KeyError, ValidationError) as err:
         log.error("bad configuration: %s", err)
         return EXIT_CONFIG

@@ -2,7 +2,9 @@
 
 A *profile* summarises one data set, per numeric feature: interior quantile bin edges (the bins
 are open at both ends, so new data outside the old range still lands in the first or last bin),
-the fraction of non-missing values in each bin, mean, std and missing fraction. Drift is the
+the fraction of non-missing values in each bin, mean, std, min, max and missing fraction. The
+model manifest carries the training data's profile; the predictor compares what it serves with
+it (`pipelines/predictor/monitor.py`). Drift is the
 population stability index (PSI) of the new data, binned on the stored profile's edges, against
 the stored fractions:
 
@@ -89,6 +91,8 @@ def profile(frame: pd.DataFrame, features: Sequence[str], bins: int = DEFAULT_BI
             "fractions": [float(f) for f in bin_fractions(values, edges)],
             "mean": float(finite.mean()) if finite.size else None,
             "std": float(finite.std()) if finite.size else None,
+            "min": float(finite.min()) if finite.size else None,
+            "max": float(finite.max()) if finite.size else None,
             "missing": float(np.isnan(values).mean()) if values.size else 0.0,
         }
     return {"version": PROFILE_VERSION, "rows": len(frame), "bins": bins, "features": summary}

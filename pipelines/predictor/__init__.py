@@ -25,6 +25,8 @@ Environment
 - ``SLIPWAY_TORCH_THREADS`` (1: measured fastest for these batch sizes on 2 cores; each ray-serve
   replica uses it too), ``SLIPWAY_ACCESS_LOG`` (``1``: keep uvicorn's and KServe's per-request
   log lines, and Serve's replica access log).
+- ``SLIPWAY_INPUT_MONITOR`` (on; ``0``/``false``/``no``/``off`` turns it off),
+  ``SLIPWAY_INPUT_WINDOW_S`` (300), ``SLIPWAY_INPUT_MIN_ROWS`` (200): the input monitor (see Metrics).
 - ``SLIPWAY_ENGINE``: ``kserve`` (default) or ``ray-serve`` (see Engines), and for ``ray-serve``:
   ``SLIPWAY_RAY_REPLICAS`` (1), or autoscaling between ``SLIPWAY_RAY_MIN_REPLICAS`` (1) and
   ``SLIPWAY_RAY_MAX_REPLICAS`` (both win over ``SLIPWAY_RAY_REPLICAS``; MIN alone is an error),
@@ -103,7 +105,13 @@ model, by status; requests for other models are not counted),
 ``slipway_request_duration_seconds`` (histogram, 0.5 ms .. 10 s), ``slipway_predictions_total``,
 ``slipway_prediction_value`` (histogram, buckets 0.05 .. 1.0), ``slipway_features_requested_total``
 and ``slipway_features_missing_total`` (feature values given to the model / still missing after
-enrichment).
+enrichment). The input monitor compares the rows the model is given (after enrichment) with the
+training data's profile in the manifest, per feature (label ``feature``), over the last
+``SLIPWAY_INPUT_WINDOW_S`` seconds: ``slipway_input_psi`` (population stability index on the
+profile's bins; once the window holds ``SLIPWAY_INPUT_MIN_ROWS`` values of the feature),
+``slipway_input_missing_fraction``, ``slipway_input_out_of_range_fraction`` (outside the training
+min/max, when the profile records them) and ``slipway_input_window_rows``. A manifest without a
+profile is served without them. See ``monitor``.
 
 Batching: requests that arrive together share one forward pass (and one online-store lookup) of
 at most ``SLIPWAY_MAX_BATCH_SIZE`` rows; a batch waits up to ``SLIPWAY_MAX_BATCH_WAIT_MS`` only

@@ -1,7 +1,9 @@
 """The predictor's Prometheus metrics (default registry; KServe serves it at /metrics).
 
 The names and labels are a contract: the operator's analysis queries read them
-(`operator/slipway/reconcile/analysis.py`). Every series carries `model` and `revision`.
+(`operator/slipway/reconcile/analysis.py`). Every series carries `model` and `revision`; the
+input monitor's (`monitor`: drift, missing and out-of-range values against the training data's
+profile) carry `feature` too and are computed at scrape time by one collector, `INPUTS`.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from prometheus_client import Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Histogram
+
+from .monitor import InputCollector, InputMonitor
 
 LABELS = ("model", "revision")
 OUTCOMES = ("success", "client_error", "server_error")
@@ -33,6 +37,8 @@ FEATURES_REQUESTED = Counter("slipway_features_requested_total", "Feature values
 FEATURES_MISSING = Counter(
     "slipway_features_missing_total", "Feature values missing (NaN, imputed) after enrichment.", LABELS
 )
+INPUTS = InputCollector()
+REGISTRY.register(INPUTS)
 
 
 def outcome(status: int | None) -> str:
@@ -48,12 +54,19 @@ class ModelMetrics:
     """The metric children of one model revision, bound once (labels are looked up per request otherwise)."""
 
     def __init__(self, model: str, revision: str) -> None:
+        self.model, self.revision = model, revision
+        self.inputs: InputMonitor | None = None  # set by `monitor_inputs`; the scorer feeds it each batch
         self.requests = {name: REQUESTS.labels(model, revision, name) for name in OUTCOMES}
         self.duration = REQUEST_DURATION.labels(model, revision)
         self.predictions = PREDICTIONS.labels(model, revision)
         self.values = PREDICTION_VALUE.labels(model, revision)
         self.features_requested = FEATURES_REQUESTED.labels(model, revision)
         self.features_missing = FEATURES_MISSING.labels(model, revision)
+
+    def monitor_inputs(self, monitor: InputMonitor | None) -> None:
+        """Compare the rows this revision serves with its training profile (None: no monitoring)."""
+        self.inputs = monitor
+        INPUTS.watch(self.model, self.revision, monitor)
 
     def request(self, status: int | None, seconds: float) -> None:
         self.requests[outcome(status)].inc()

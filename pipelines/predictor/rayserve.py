@@ -10,7 +10,8 @@ directory (and opens the online store when enrichment is on), and scores with `@
 The front keeps everything that is per request: HTTP, parsing and validation (so a bad request
 is the same 400 as with the kserve engine), the batcher and every metric (replica processes cannot
 reach the front's `/metrics`; a replica answers the probabilities and each row's missing-value
-count, which the front records). A handle call costs milliseconds, far more than a small model's
+count, which the front records, and with enrichment the rows as filled, which the front's input
+monitor counts). A handle call costs milliseconds, far more than a small model's
 forward pass, so the front does not call the deployment per request: its batcher gathers
 concurrent requests, as with the kserve engine, and keeps one batch in flight per replica the
 deployment may have (`SLIPWAY_RAY_MAX_REPLICAS` when autoscaling); what queues meanwhile is the
@@ -47,6 +48,7 @@ from . import artifact
 from .enrich import online_lookup
 from .instances import Instances, Key, Schema
 from .metrics import ModelMetrics
+from .monitor import monitor_for
 from .scorer import BatchScorer, Computed, LocalCompute, warm_up
 from .settings import RaySettings, Settings, SettingsError
 
@@ -285,6 +287,7 @@ class RayServeEngine:
         if features != tuple(manifest.features):
             raise RuntimeError(f"the replicas serve features {features}, the manifest lists {manifest.features}")
         key_type: type[int] | type[str] = str if described["key_type"] == "str" else int
+        metrics.monitor_inputs(monitor_for(features, manifest.profile, s.monitor))
         remote = RemoteCompute(self.handle)
         scorer = BatchScorer(
             remote,

@@ -4,9 +4,11 @@ Two halves, so the ray-serve engine can put the second in other processes:
 
 - `BatchScorer` (the server's side): gathers concurrent requests into batches (`batcher`), hands
   each batch's rows to a `Compute`, splits the answer per request and records the prediction
-  metrics. The metrics always live here, in the process that serves `/metrics`.
+  metrics, and counts each batch's rows as the model saw them for the input monitor (`monitor`).
+  The metrics always live here, in the process that serves `/metrics`.
 - `LocalCompute` (the model's side): fills rows from the online store, runs the TorchScript and
-  checks its output; returns the probabilities and each row's count of still-missing values.
+  checks its output; returns the probabilities, each row's count of still-missing values and,
+  when the store filled any, the rows as filled (so the front monitors what the model saw).
 
 `Scorer` is the kserve engine's pairing: a `BatchScorer` over a `LocalCompute` in this process.
 """
@@ -50,10 +52,12 @@ class Scored:
 
 @dataclass(frozen=True)
 class Computed:
-    """The answer for a batch of rows: float32 probabilities and int32 missing values, one per row."""
+    """The answer for a batch of rows: float32 probabilities and int32 missing values, one per row,
+    and the rows after enrichment (None: the rows as given; nothing was looked up)."""
 
     probabilities: np.ndarray
     missing: np.ndarray
+    values: np.ndarray | None = None
 
     def split(self, sizes: Sequence[int]) -> list[Computed]:
         """One `Computed` per consecutive group of `sizes` rows."""
@@ -61,7 +65,8 @@ class Computed:
         start = 0
         for size in sizes:
             end = start + size
-            out.append(Computed(self.probabilities[start:end], self.missing[start:end]))
+            values = None if self.values is None else self.values[start:end]
+            out.append(Computed(self.probabilities[start:end], self.missing[start:end], values))
             start = end
         return out
 
@@ -117,13 +122,15 @@ class LocalCompute:
 
     async def __call__(self, values: np.ndarray, keys: Sequence[Key | None]) -> Computed:
         loop = asyncio.get_running_loop()
-        if self.lookup is not None and any(k is not None for k in keys):
+        enriched = self.lookup is not None and any(k is not None for k in keys)
+        if enriched:
             values = await loop.run_in_executor(self._pool, self.enrich, values, keys)
         if len(values) > INLINE_ROWS:
             probabilities = await loop.run_in_executor(None, self.forward, values)
         else:
             probabilities = self.forward(values)
-        return Computed(probabilities, np.isnan(values).sum(axis=1, dtype=np.int32))
+        missing = np.isnan(values).sum(axis=1, dtype=np.int32)
+        return Computed(probabilities, missing, values if enriched else None)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -167,7 +174,19 @@ class BatchScorer:
         computed = await self.compute(values, keys)
         if computed.probabilities.shape != (len(values),) or computed.missing.shape != (len(values),):
             raise ModelError(f"got {computed.probabilities.shape} probabilities for {len(values)} rows")
+        if self.metrics.inputs is not None:
+            self._monitor(values if computed.values is None else computed.values)
         return [Scored(part.probabilities, int(part.missing.sum())) for part in computed.split([len(b) for b in batch])]
+
+    def _monitor(self, seen: np.ndarray) -> None:
+        """Count the batch for the input monitor; a monitoring fault never fails a prediction."""
+        monitor = self.metrics.inputs
+        try:
+            if monitor is not None and seen.shape == (len(seen), self.n_features):
+                monitor.observe(seen)
+        except Exception:
+            log.exception("input monitoring failed; it is off for this revision from now on")
+            self.metrics.monitor_inputs(None)
 
     def close(self) -> None:
         self.compute.close()

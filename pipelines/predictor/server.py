@@ -27,6 +27,7 @@ from .enrich import online_lookup
 from .http import PredictMiddleware, Predictor, client_error, public_error
 from .instances import BadRequest, Schema, V2Input, parse_v1, parse_v2, tensors
 from .metrics import ModelMetrics
+from .monitor import monitor_for
 from .scorer import BatchScorer, Scorer, warm_up
 from .settings import Settings, SettingsError, from_env
 
@@ -198,6 +199,7 @@ def load_local(s: Settings, metrics: ModelMetrics) -> tuple[Schema, BatchScorer]
     loaded = artifact.load(s.model_dir)
     features = tuple(loaded.manifest.features)
     lookup, key_type = online_lookup(s, features)
+    metrics.monitor_inputs(monitor_for(features, loaded.manifest.profile, s.monitor))
     scorer = Scorer(loaded.model, len(features), metrics, lookup, s.max_batch_size, s.max_batch_wait_s)
     warm_up(scorer.local, s.max_batch_size)
     return Schema(features, s.entity_key, key_type), scorer

@@ -38,6 +38,15 @@ class RaySettings:
 
 
 @dataclass(frozen=True)
+class MonitorSettings:
+    """The input monitor (`monitor`): on unless SLIPWAY_INPUT_MONITOR is 0/false/no/off."""
+
+    enabled: bool = True
+    window_s: float = 300.0  # SLIPWAY_INPUT_WINDOW_S: the sliding window
+    min_rows: int = 200  # SLIPWAY_INPUT_MIN_ROWS: present values of a feature before its PSI is exported
+
+
+@dataclass(frozen=True)
 class Settings:
     model_name: str  # the `model` label of every metric
     revision: str  # the `revision` label: the version number
@@ -55,6 +64,7 @@ class Settings:
     max_rows: int = 10_000  # rows in one request (more: 413)
     max_body_bytes: int = 8 << 20  # a predict/infer body (more: 413)
     body_timeout_s: float = 10.0  # the longest wait for the next part of a body (then 408)
+    monitor: MonitorSettings = MonitorSettings()
 
     @property
     def enrich(self) -> bool:
@@ -148,6 +158,17 @@ def model_dir(env: Mapping[str, str], kserve_dir: Path = KSERVE_MODEL_DIR) -> st
     raise SettingsError(f"no model: set STORAGE_URI (or SLIPWAY_MODEL_DIR), or mount the model at {kserve_dir}")
 
 
+def monitor_settings(env: Mapping[str, str]) -> MonitorSettings:
+    text = env.get("SLIPWAY_INPUT_MONITOR", "").strip().lower()
+    if text not in ("", "1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise SettingsError(f"SLIPWAY_INPUT_MONITOR must be 1/true/yes/on or 0/false/no/off, got {text!r}")
+    return MonitorSettings(
+        enabled=text not in ("0", "false", "no", "off"),
+        window_s=_positive(env, "SLIPWAY_INPUT_WINDOW_S", 300.0),
+        min_rows=_int(env, "SLIPWAY_INPUT_MIN_ROWS", 200, 1),
+    )
+
+
 def from_env(env: Mapping[str, str], model_name: str, kserve_dir: Path = KSERVE_MODEL_DIR) -> Settings:
     """Settings from environment variables; `model_name` is the server's --model_name."""
     service = env.get("SLIPWAY_FEATURE_SERVICE", "").strip() or None
@@ -171,4 +192,5 @@ def from_env(env: Mapping[str, str], model_name: str, kserve_dir: Path = KSERVE_
         max_rows=_int(env, "SLIPWAY_MAX_ROWS", 10_000, 1),
         max_body_bytes=_int(env, "SLIPWAY_MAX_BODY_BYTES", 8 << 20, 1),
         body_timeout_s=_positive(env, "SLIPWAY_BODY_TIMEOUT_S", 10.0),
+        monitor=monitor_settings(env),
     )

@@ -1,7 +1,8 @@
 """The training entrypoint end to end: Feast features -> validation -> Ray Train -> artifacts.
 
 Each case runs `python -m pipelines.churn.train` as a subprocess, as a RayJob would, against a
-Ray instance started once for the module (RAY_ADDRESS) and a small generated data set.
+Ray instance started once for the module (RAY_ADDRESS) and a small generated data set; the user
+errors, which all come before Ray, run the entrypoint's main in process.
 """
 
 from __future__ import annotations
@@ -21,11 +22,19 @@ import numpy as np
 import pytest
 
 from slipway.api.artifacts import (
+    EXIT_ARTIFACTS_UNWRITABLE,
+    EXIT_COLUMN_NOT_FOUND,
     EXIT_DATA_VALIDATION,
+    EXIT_DATASET_NOT_FOUND,
+    EXIT_FEATURE_SERVICE_NOT_FOUND,
+    EXIT_INVALID_HYPERPARAMETER,
+    FAILURE_FILE,
+    FAILURE_REASONS,
     MANIFEST_FILE,
     MODEL_FILE,
     VALIDATION_FILE,
     Manifest,
+    RunFailure,
     ValidationReport,
     profile_uri,
     run_uri,
@@ -76,16 +85,8 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return feast_data(tmp_path_factory.mktemp("feast-clean"))
 
 
-def train(
-    name: str,
-    data: Path,
-    artifacts: Path,
-    ray_address: str,
-    *args: str,
-    attempt: int = 0,
-    entities: Path | None = None,
-) -> Run:
-    spec = {
+def run_spec(data: Path, artifacts: Path, entities: Path | None = None) -> dict[str, Any]:
+    return {
         "model": "churn",
         "image": "ghcr.io/example/slipway-trainer:test",
         "features": {
@@ -97,6 +98,21 @@ def train(
         "scaling": {"workers": 2, "cpusPerWorker": 1, "gpusPerWorker": 0},
         "artifacts": {"uri": artifacts.as_uri() + "/"},
     }
+
+
+def train(
+    name: str,
+    data: Path,
+    artifacts: Path,
+    ray_address: str,
+    *args: str,
+    attempt: int = 0,
+    entities: Path | None = None,
+    label: str = "",
+) -> Run:
+    spec = run_spec(data, artifacts, entities)
+    if label:
+        spec["features"]["label"] = label
     env = {
         **os.environ,
         "SLIPWAY_TRAINING_RUN": json.dumps({"name": name, "namespace": "ml", "attempt": attempt, "spec": spec}),
@@ -208,12 +224,168 @@ def test_drift_against_the_accepted_profile_fails_validation(
     assert "drift above 0.2: " in report.reason and "monthly_charges (PSI " in report.reason
 
 
-def test_an_entity_dataset_without_its_label_fails_validation(clean: Path, tmp_path: Path, ray_address: str) -> None:
-    import pandas as pd
-
-    unlabeled = tmp_path / "unlabeled.parquet"
-    pd.read_parquet(clean / "labels.parquet").drop(columns=["churned"]).to_parquet(unlabeled)
-    run = train("churn-nolabel", clean, tmp_path / "artifacts", ray_address, *FAST, entities=unlabeled)
+def test_validation_failure_is_reported_in_failure_json_too(tmp_path: Path, ray_address: str) -> None:
+    data = feast_data(tmp_path / "feast", missing={"sessions_30d": 0.2})
+    run = train("churn-missing-2", data, tmp_path / "artifacts", ray_address, *FAST, attempt=1)
     assert run.returncode == EXIT_DATA_VALIDATION, run.output[-6000:]
-    report = ValidationReport.model_validate(run.json(VALIDATION_FILE))
-    assert report.reason == "missing columns: churned"
+    failure = RunFailure.model_validate(run.json(FAILURE_FILE))
+    assert (failure.reason, failure.field, failure.value) == (
+        "DataValidationFailed",
+        "spec.dataValidation.maxMissingFraction",
+        "0.01",
+    )
+    assert failure.attempt == 1 and "sessions_30d" in failure.detail
+    # The output ends with the one line Ray's message about the job (and the RayJob's) ends with.
+    last = run.output.strip().splitlines()[-1]
+    assert 'DataValidationFailed: spec.dataValidation.maxMissingFraction "0.01": missing fraction' in last
+
+
+@dataclass
+class Case:
+    """A TrainingRun the user must fix: what to change in the spec, what the pipeline must say."""
+
+    change: Any  # (spec, tmp_path, clean) -> None, editing the spec in place
+    code: int
+    field: str
+    words: list[str]
+
+
+def _set(path: str, value: Any) -> Any:
+    def change(spec: dict[str, Any], tmp: Path, clean: Path) -> None:
+        *parents, last = path.split(".")
+        node = spec
+        for key in parents:
+            node = node[key]
+        node[last] = value(tmp, clean) if callable(value) else value
+
+    return change
+
+
+def _without(column: str) -> Any:
+    def write(tmp: Path, clean: Path) -> str:
+        import pandas as pd
+
+        target = tmp / f"without-{column}.parquet"
+        pd.read_parquet(clean / "labels.parquet").drop(columns=[column]).to_parquet(target)
+        return target.as_uri()
+
+    return write
+
+
+def _csv(tmp: Path, clean: Path) -> str:
+    (tmp / "labels.csv").write_text("customer_id,event_timestamp,churned\n1,2025-01-01,0\n")
+    return (tmp / "labels.csv").as_uri()
+
+
+def _under_a_file(tmp: Path, clean: Path) -> str:
+    (tmp / "plain-file").write_text("not a directory")
+    return (tmp / "plain-file").as_uri() + "/models/"
+
+
+USER_ERRORS = {
+    "feature-service": Case(
+        _set("features.featureService", "churn_v9"),
+        EXIT_FEATURE_SERVICE_NOT_FOUND,
+        "spec.features.featureService",
+        ['"churn_v9"', "it has: churn_v1"],
+    ),
+    "dataset-missing": Case(
+        _set("features.entities.uri", lambda tmp, clean: (tmp / "nope.parquet").as_uri()),
+        EXIT_DATASET_NOT_FOUND,
+        "spec.features.entities.uri",
+        ["nope.parquet", "no such file"],
+    ),
+    "dataset-not-parquet": Case(
+        _set("features.entities.uri", _csv),
+        EXIT_DATASET_NOT_FOUND,
+        "spec.features.entities.uri",
+        ["labels.csv", "is not a readable parquet file"],
+    ),
+    "label": Case(
+        _set("features.label", "churn"),
+        EXIT_COLUMN_NOT_FOUND,
+        "spec.features.label",
+        ['"churn"', "not a column", "it has: customer_id, event_timestamp, churned"],
+    ),
+    "label-absent-from-data": Case(
+        _set("features.entities.uri", _without("churned")),
+        EXIT_COLUMN_NOT_FOUND,
+        "spec.features.label",
+        ['"churned"', "not a column"],
+    ),
+    "timestamp": Case(
+        _set("features.entities.timestampColumn", "ts"),
+        EXIT_COLUMN_NOT_FOUND,
+        "spec.features.entities.timestampColumn",
+        ['"ts"', "not a column"],
+    ),
+    "entity-key": Case(
+        _set("features.entities.uri", _without("customer_id")),
+        EXIT_COLUMN_NOT_FOUND,
+        "spec.features.entities.uri",
+        ["no column 'customer_id', the entity key of feature service churn_v1"],
+    ),
+    "hyperparameter": Case(
+        _set("hyperparameters", {"learningRate": "fast"}),
+        EXIT_INVALID_HYPERPARAMETER,
+        "spec.hyperparameters.learningRate",
+        ['"fast"', "does not parse"],
+    ),
+    "hyperparameter-range": Case(
+        _set("hyperparameters", {"epochs": "0"}),
+        EXIT_INVALID_HYPERPARAMETER,
+        "spec.hyperparameters.epochs",
+        ['"0"', "must be >= 1"],
+    ),
+    "artifacts": Case(
+        _set("artifacts.uri", _under_a_file),
+        EXIT_ARTIFACTS_UNWRITABLE,
+        "spec.artifacts.uri",
+        ["cannot be written: NotADirectoryError"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", USER_ERRORS.values(), ids=USER_ERRORS.keys())
+def test_each_user_error_has_its_exit_code_and_failure_json(
+    case: Case, clean: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In process (the entrypoint's main, as the RayJob calls it): every check comes before Ray."""
+    from pipelines.churn import train as entrypoint
+
+    artifacts = tmp_path / "artifacts"
+    spec = run_spec(clean, artifacts)
+    case.change(spec, tmp_path, clean)
+    monkeypatch.setenv("SLIPWAY_FEAST_DATA", str(clean))
+    env = {"SLIPWAY_TRAINING_RUN": json.dumps({"name": "churn-x", "namespace": "ml", "attempt": 0, "spec": spec})}
+    assert entrypoint.main([], env) == case.code
+    last = caplog.records[-1].getMessage()
+    assert last.startswith(f'{FAILURE_REASONS[case.code]}: {case.field} "'), last
+    written = list(tmp_path.rglob(FAILURE_FILE))
+    if case.code == EXIT_ARTIFACTS_UNWRITABLE:
+        assert written == [] and "NotADirectoryError" in last  # nowhere to write it: the exit code says it
+        return
+    assert written == [artifacts / "runs" / "churn-x" / FAILURE_FILE]
+    failure = RunFailure.model_validate_json(written[0].read_text())
+    assert (failure.reason, failure.exit_code, failure.field, failure.attempt) == (
+        FAILURE_REASONS[case.code],
+        case.code,
+        case.field,
+        0,
+    )
+    for word in case.words:
+        assert word in f'"{failure.value}" {failure.detail}', failure
+    assert not (artifacts / "runs" / "churn-x" / MANIFEST_FILE).exists()
+
+
+def test_the_entrypoint_exits_with_the_code_and_ends_with_the_reason(
+    clean: Path, tmp_path: Path, ray_address: str
+) -> None:
+    """The same as a subprocess, as a RayJob runs it: the exit code is what Ray reports."""
+    run = train("churn-nolabel", clean, tmp_path / "artifacts", ray_address, *FAST, label="churn")
+    assert run.returncode == EXIT_COLUMN_NOT_FOUND, run.output[-6000:]
+    dataset = (clean / "labels.parquet").as_uri()
+    expected = f'ColumnNotFound: spec.features.label "churn": not a column of the entity dataset {dataset}'
+    assert run.output.strip().splitlines()[-1].endswith(f"{expected}; it has: customer_id, event_timestamp, churned")
+    assert RunFailure.model_validate(run.json(FAILURE_FILE)).field == "spec.features.label"
+    assert not (run.run_dir / VALIDATION_FILE).exists()  # no data was joined, nothing validated

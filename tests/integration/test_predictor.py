@@ -23,6 +23,7 @@ import torch
 from feature_repo import generate as gen
 from feature_repo import store as fs
 from pipelines.churn import model as churn
+from pipelines.churn import validation
 from pipelines.predictor import artifact, faults
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -108,17 +109,26 @@ def feast_data(workdir: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run_dir(workdir: Path, feast_data: Path) -> Path:
-    """A small artifact as training leaves it: the churn MLP standardized on the generated data."""
+def training_frame(feast_data: Path) -> pd.DataFrame:
+    """Rows of the generated feature tables side by side: the stand-in for a training data set."""
     activity = pd.read_parquet(feast_data / f"{gen.ACTIVITY}.parquet")
     billing = pd.read_parquet(feast_data / f"{gen.BILLING}.parquet")
-    raw = pd.concat([activity.iloc[:500].reset_index(drop=True), billing.iloc[:500].reset_index(drop=True)], axis=1)
+    n = min(len(activity), len(billing))
+    raw = pd.concat([activity.iloc[:n].reset_index(drop=True), billing.iloc[:n].reset_index(drop=True)], axis=1)
     raw["charges_per_tenure_month"] = raw["monthly_charges"] / raw["tenure_months"].clip(lower=1)
-    mean, std = churn.standardization(raw[FEATURES].to_numpy(dtype="float32"))
+    return raw[FEATURES]
+
+
+@pytest.fixture(scope="module")
+def run_dir(workdir: Path, training_frame: pd.DataFrame) -> Path:
+    """A small artifact as training leaves it: the churn MLP standardized on the generated data, and the
+    data's profile in the manifest."""
+    mean, std = churn.standardization(training_frame.to_numpy(dtype="float32"))
     torch.manual_seed(3)
     net = churn.ChurnMLP(len(FEATURES), hidden=(16, 8), mean=mean, std=std).eval()
     path = workdir / "runs" / "churn-1"
-    artifact.write(str(path), churn.torchscript_bytes(net), Manifest(metrics={"auc": 0.8}, features=FEATURES))
+    manifest = Manifest(metrics={"auc": 0.8}, features=FEATURES, profile=validation.profile(training_frame, FEATURES))
+    artifact.write(str(path), churn.torchscript_bytes(net), manifest)
     return path
 
 
@@ -209,6 +219,57 @@ def test_requests_are_counted(server: Server) -> None:
     )
 
 
+def input_figures(values: dict[tuple[str, tuple[tuple[str, str], ...]], float], revision: str) -> dict[str, Any]:
+    """The input monitor's series of one revision: {metric: {feature: value}} and the window's rows."""
+    out: dict[str, Any] = {"rows": sample(values, "slipway_input_window_rows", model=MODEL, revision=revision)}
+    for (name, labels), value in values.items():
+        found = dict(labels)
+        if name.startswith("slipway_input_") and "feature" in found and found.get("revision") == revision:
+            out.setdefault(name.removeprefix("slipway_input_"), {})[found["feature"]] = value
+    return out
+
+
+def test_input_drift_missing_and_out_of_range_series_follow_what_is_served(
+    workdir: Path, run_dir: Path, training_frame: pd.DataFrame
+) -> None:
+    """Rows drawn from the training data keep every PSI low; shifted rows (charges tripled, sessions
+    left out) raise that feature's PSI and out-of-range share, and the other's missing share."""
+    srv = Server(workdir, {"SLIPWAY_MODEL_DIR": str(run_dir), "SLIPWAY_MODEL_VERSION": "4"})
+    try:
+        srv.wait_ready()
+        like_training = training_frame.sample(400, random_state=11)
+        for start in range(0, 400, 50):
+            part = like_training.iloc[start : start + 50]
+            assert srv.predict([[float(v) for v in row] for row in part.to_numpy()]).status_code == 200
+
+        def settled(rows: int) -> dict[str, Any] | None:
+            figures = input_figures(srv.metrics(), "4")
+            return figures if figures["rows"] == rows and len(figures.get("psi", {})) == len(FEATURES) else None
+
+        before = wait_for(lambda: settled(400), timeout=10, what="400 rows in the input window")
+        assert max(before["psi"].values()) < 0.1, before["psi"]
+        assert set(before["missing_fraction"].values()) == {0.0}
+        assert set(before["out_of_range_fraction"].values()) == {0.0}  # the training data itself
+
+        shifted = like_training.copy()
+        shifted["monthly_charges"] = shifted["monthly_charges"] * 3 + 50
+        objects = [
+            {name: None if name == "sessions_30d" else float(value) for name, value in zip(FEATURES, row, strict=True)}
+            for row in shifted.to_numpy()
+        ]
+        for start in range(0, 400, 50):
+            assert srv.predict(objects[start : start + 50]).status_code == 200
+
+        after = wait_for(lambda: settled(800), timeout=10, what="800 rows in the input window")
+        assert after["psi"]["monthly_charges"] > 0.5, after["psi"]
+        assert after["out_of_range_fraction"]["monthly_charges"] > 0.4
+        assert after["missing_fraction"]["sessions_30d"] == 0.5
+        unshifted = [f for f in FEATURES if f not in ("monthly_charges", "sessions_30d")]
+        assert max(after["psi"][f] for f in unshifted) < 0.1, after["psi"]
+    finally:
+        srv.stop()
+
+
 def test_a_faulty_version_answers_5xx_and_is_counted(workdir: Path, run_dir: Path) -> None:
     faulty = faults.make_faulty(str(run_dir), str(workdir / "runs" / "churn-faulty"), error_rate=0.5)
     srv = Server(workdir, {"SLIPWAY_MODEL_DIR": faulty, "SLIPWAY_MODEL": MODEL, "SLIPWAY_MODEL_VERSION": "2"})
@@ -292,6 +353,9 @@ def test_unknown_entities_and_missing_keys(enriched: Server) -> None:
         before, "slipway_features_missing_total", **labels
     )
     assert missing == 2 * len(FEATURES)
+    # what the store returned empty is missing for the input monitor too
+    window = wait_for(lambda: input_figures(enriched.metrics(), "1").get("missing_fraction"), timeout=10)
+    assert set(window) == set(FEATURES) and min(window.values()) > 0, window
     response = enriched.predict([{"tenure_months": 3}])
     assert response.status_code == 400 and "missing entity key 'customer_id'" in response.json()["error"]
     response = enriched.predict([{"customer_id": "abc"}])

@@ -28,6 +28,7 @@ pytestmark = pytest.mark.integration
 # The kserve engine's fixtures and server helper (module-scoped here too: one data set, one model).
 workdir = base.workdir
 feast_data = base.feast_data
+training_frame = base.training_frame
 run_dir = base.run_dir
 MODEL, ROWS = base.MODEL, base.ROWS
 Server = base.Server
@@ -174,6 +175,13 @@ def test_metrics_have_the_same_series_and_counts(servers: tuple[Server, Server])
     assert base.sample(delta[ray_server], "slipway_requests_total", **labels, outcome="success") == 3
     assert base.sample(delta[ray_server], "slipway_requests_total", **labels, outcome="client_error") == 1
     assert base.sample(delta[ray_server], "slipway_predictions_total", **labels) == 7
+    # The input monitor, in the front, sees the rows as the replicas filled them from the store.
+    monitored = {s: base.input_figures(after[s], "1") for s in servers}
+    assert monitored[ray_server]["rows"] == monitored[kserve_server]["rows"] > 0
+    for name in ("missing_fraction", "out_of_range_fraction"):
+        assert monitored[ray_server][name] == pytest.approx(monitored[kserve_server][name]), name
+    assert set(monitored[ray_server]["missing_fraction"]) == set(base.FEATURES)
+    assert 0 < min(monitored[ray_server]["missing_fraction"].values()) < 1  # the unknown entity's row
 
 
 def ray_instance(server: Server) -> tuple[list[psutil.Process], Path]:

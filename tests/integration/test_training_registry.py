@@ -115,6 +115,56 @@ def test_data_validation_failure_has_its_reason_and_no_retry(operator: Cluster, 
     assert rayjob_names(operator, namespace) == [f"{RUN}-0"]
 
 
+def test_a_user_error_fails_at_once_with_its_reason_and_no_empty_fields(
+    operator: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """What KubeRay writes for an entrypoint that exited 4, and the failure.json the run left."""
+    from slipway.api.artifacts import FAILURE_FILE, RunFailure
+
+    folder = tmp_path / "runs" / RUN
+    folder.mkdir(parents=True)
+    failure = RunFailure(
+        reason="FeatureServiceNotFound",
+        exit_code=4,
+        field="spec.features.featureService",
+        value="churn_v9",
+        detail="no such feature service in the Feast registry (it has: churn_v1)",
+        attempt=0,
+    )
+    (folder / FAILURE_FILE).write_text(failure.model_dump_json(by_alias=True))
+    operator.apply(namespace, run_with_artifacts(tmp_path, backoffLimit=2))
+    wait_phase(operator, namespace, RUN, "Pending")
+    job = f"{RUN}-0"
+    operator.custom.patch_namespaced_custom_object_status(
+        "ray.io",
+        "v1",
+        namespace,
+        "rayjobs",
+        job,
+        {"status": {"jobId": f"{namespace}-{job}-1a2b", "jobStatus": "RUNNING"}},
+    )
+    traceback = "Traceback (most recent call last):\n" + "  frame\n" * 2000  # longer than a condition holds
+    message = "Job entrypoint command failed with exit code 4, last available logs (truncated to 20,000 chars):\n"
+    finish_job(operator, namespace, job, succeeded=False, message=message + traceback + "FeatureServiceNotFound: ...")
+    final = wait_phase(operator, namespace, RUN, "Failed")
+    failed = {c["type"]: c for c in final["conditions"]}["Failed"]
+    assert failed["reason"] == "FeatureServiceNotFound"
+    assert failed["message"] == final["message"]
+    assert final["message"].startswith('spec.features.featureService "churn_v9": no such feature service')
+    assert f"kubectl -n {namespace} logs job/{job} (Ray job {namespace}-{job}-1a2b)" in final["message"]
+    assert rayjob_names(operator, namespace) == [job]  # never retried
+    # Nothing written empty: no evaluation, metrics or modelVersion for a run that never trained.
+    assert not {"evaluation", "metrics", "modelVersion"} & set(final), final
+    assert final["rayJob"]["jobId"] == f"{namespace}-{job}-1a2b" and final["artifacts"].endswith(f"/runs/{RUN}/")
+    wait_for(
+        lambda: any(
+            e.reason == "FeatureServiceNotFound" and e.type == "Warning"
+            for e in operator.core.list_namespaced_event(namespace).items
+        ),
+        what="a FeatureServiceNotFound warning event",
+    )
+
+
 def test_failures_retry_up_to_the_backoff_limit_across_restarts(
     operator: Cluster, namespace: str, tmp_path: Path
 ) -> None:

@@ -8,7 +8,15 @@ from typing import Any
 import pytest
 
 from slipway.api.modeldeployment import AnalysisMetric, AnalysisResult
-from slipway.reconcile.analysis import QueryContext, judge, overall, render_query
+from slipway.reconcile.analysis import (
+    QueryContext,
+    describe_breakdown,
+    input_queries,
+    judge,
+    overall,
+    render_breakdown,
+    render_query,
+)
 
 CTX = QueryContext(namespace="ml", model="churn", candidate=3, stable=2, window="30s")
 CANDIDATE = '{namespace="ml",model="churn",revision="3"}'
@@ -63,7 +71,51 @@ def test_prediction_mean_shift_compares_the_candidate_with_the_stable_version() 
     assert query == f"abs({mean(CANDIDATE)} - {mean(STABLE)})"
 
 
-@pytest.mark.parametrize("name", ["error-rate", "latency-p95", "latency-p99", "prediction-mean-shift"])
+def test_feature_drift_is_the_largest_psi_of_any_feature_and_pod_of_the_candidate() -> None:
+    query = render_query(metric("feature-drift", max=0.2), CTX)
+    assert query == f"max(max_over_time(slipway_input_psi{CANDIDATE}[30s]))"
+    assert render_breakdown(metric("feature-drift", max=0.2), CTX) == (
+        f"topk(3, max by (feature) (max_over_time(slipway_input_psi{CANDIDATE}[30s])))"
+    )
+    assert render_breakdown(metric("error-rate", max=0.01), CTX) is None  # the value says it all
+
+
+@pytest.mark.parametrize(
+    ("series", "described"),
+    [
+        ([], ""),
+        ([("tenure_months", 0.04)], "largest PSI: tenure_months 0.04"),
+        (
+            [("a", 0.1), ("monthly_charges", 1.23456), ("b", 0.1), ("c", 0.01)],
+            "largest PSI: monthly_charges 1.23, a 0.1, b 0.1",  # at most 3, largest first, ties by name
+        ),
+    ],
+)
+def test_feature_drift_names_the_features_that_drift_most(series: list[tuple[str, float]], described: str) -> None:
+    assert describe_breakdown(metric("feature-drift", max=0.2), series) == described
+    assert describe_breakdown(metric("latency-p95", max=0.2), series) == ""
+
+
+def test_a_judged_value_carries_its_detail_and_an_unjudged_one_does_not() -> None:
+    drift = metric("feature-drift", max=0.2)
+    failed = judge(drift, 0.61, "", NOW, "largest PSI: monthly_charges 0.61")
+    assert (failed.verdict, failed.message) == ("Failed", "0.61 > max 0.2 (largest PSI: monthly_charges 0.61)")
+    passed = judge(drift, 0.05, "", NOW, "largest PSI: a 0.05")
+    assert (passed.verdict, passed.message) == ("Passed", "within limits (largest PSI: a 0.05)")
+    assert judge(drift, None, "", NOW, "largest PSI: a 0.05").message.startswith("no data")
+
+
+def test_input_queries_of_one_version_by_feature() -> None:
+    queries = input_queries("ml", "churn", 3)
+    assert queries == {
+        "psi": f"max by (feature) (slipway_input_psi{CANDIDATE})",
+        "missing": f"max by (feature) (slipway_input_missing_fraction{CANDIDATE})",
+        "outOfRange": f"max by (feature) (slipway_input_out_of_range_fraction{CANDIDATE})",
+        "rows": f"sum(slipway_input_window_rows{CANDIDATE})",
+    }
+
+
+@pytest.mark.parametrize("name", ["error-rate", "latency-p95", "latency-p99", "prediction-mean-shift", "feature-drift"])
 @pytest.mark.parametrize("window", ["30s", "1m", "2m30s"])
 def test_built_in_queries_are_well_formed_and_use_the_window(name: str, window: str) -> None:
     query = render_query(metric(name, max=1), CTX._replace(window=window))

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from pipelines.churn import config, train
+from pipelines.churn.failures import InvalidHyperparameter
 
+from slipway.api.artifacts import EXIT_CONFIG, EXIT_INVALID_HYPERPARAMETER, FAILURE_FILE, RunFailure
 from slipway.api.trainingrun import TrainingRunSpec
 from slipway.builders.rayjob import RUN_CONFIG_ENV, build_rayjob
 
@@ -77,27 +80,45 @@ def test_hyperparameter_defaults_and_lineage_strings() -> None:
 
 
 @pytest.mark.parametrize(
-    ("values", "message"),
+    ("values", "field", "value", "words"),
     [
-        ({"epochs": "ten"}, "epochs='ten'"),
-        ({"epochs": "0"}, "epochs must be >= 1"),
-        ({"learningRate": "-1"}, "learningRate must be > 0"),
-        ({"heldOutFraction": "1.5"}, "heldOutFraction"),
-        ({"hiddenUnits": "8,0"}, "hiddenUnits"),
+        ({"epochs": "ten"}, "spec.hyperparameters.epochs", "ten", "does not parse"),
+        ({"epochs": "0"}, "spec.hyperparameters.epochs", "0", "must be >= 1"),
+        ({"learningRate": "-1"}, "spec.hyperparameters.learningRate", "-1", "must be > 0"),
+        ({"learningRate": "fast"}, "spec.hyperparameters.learningRate", "fast", "does not parse"),
+        ({"heldOutFraction": "1.5"}, "spec.hyperparameters.heldOutFraction", "1.5", "must be in (0, 1)"),
+        ({"hiddenUnits": "8,0"}, "spec.hyperparameters.hiddenUnits", "8,0", "hidden units must be positive"),
+        # Every bad one is said; the first names the field.
+        ({"epochs": "0", "dropout": "1"}, "spec.hyperparameters.epochs", "0", "also dropout='1' must be in [0, 1)"),
     ],
 )
-def test_bad_hyperparameters_are_refused_by_name(values: dict[str, str], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+def test_bad_hyperparameters_are_refused_by_name(values: dict[str, str], field: str, value: str, words: str) -> None:
+    with pytest.raises(InvalidHyperparameter) as refused:
         config.parse_hyperparameters(values)
+    assert (refused.value.field, refused.value.value) == (field, value)
+    assert words in refused.value.detail
+    assert refused.value.exit_code == EXIT_INVALID_HYPERPARAMETER and refused.value.reason == "InvalidHyperparameter"
 
 
 def test_missing_or_bad_configuration_exits_2() -> None:
-    assert train.main([], {}) == train.EXIT_CONFIG
-    assert train.main([], {RUN_CONFIG_ENV: json.dumps({"name": "x", "spec": {"model": "Bad Name"}})}) == 2
-    argv, env = from_rayjob(SPEC)
-    assert train.main([*argv, "--hp", "epochs=-3"], env) == 2
+    assert train.main([], {}) == EXIT_CONFIG
+    assert train.main([], {RUN_CONFIG_ENV: json.dumps({"name": "x", "spec": {"model": "Bad Name"}})}) == EXIT_CONFIG
+    _, env = from_rayjob(SPEC)
     with pytest.raises(SystemExit):
         config.load(["--hp", "novalue"], env)
+
+
+def test_a_bad_hyperparameter_exits_7_and_says_so_in_failure_json(tmp_path: Path) -> None:
+    spec = {**SPEC, "artifacts": {"uri": tmp_path.as_uri() + "/"}}
+    argv, env = from_rayjob(spec, attempt=1)
+    assert train.main([*argv, "--hp", "epochs=-3"], env) == EXIT_INVALID_HYPERPARAMETER
+    failure = RunFailure.model_validate_json((tmp_path / "runs" / "churn-1" / FAILURE_FILE).read_text())
+    assert (failure.reason, failure.field, failure.value) == (
+        "InvalidHyperparameter",
+        "spec.hyperparameters.epochs",
+        "-3",
+    )
+    assert (failure.exit_code, failure.attempt) == (EXIT_INVALID_HYPERPARAMETER, 1)
 
 
 def test_the_ray_run_name_changes_with_what_the_weights_depend_on() -> None:

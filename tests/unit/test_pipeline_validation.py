@@ -101,6 +101,7 @@ def test_profile_is_json_and_summarises_each_feature() -> None:
     assert charges["missing"] == pytest.approx(0.1)
     assert charges["mean"] == 50.0 and charges["std"] == 0.0
     assert charges["edges"] == [50.0] and charges["fractions"] == [0.0, 1.0]
+    assert charges["min"] == charges["max"] == 50.0  # the training range, for the predictor's out-of-range share
     sessions = summary["features"]["sessions_30d"]
     assert len(sessions["fractions"]) == len(sessions["edges"]) + 1
     assert sum(sessions["fractions"]) == pytest.approx(1.0)

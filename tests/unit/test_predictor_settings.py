@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pipelines.predictor.settings import RaySettings, SettingsError, from_env
+from pipelines.predictor.settings import MonitorSettings, RaySettings, SettingsError, from_env
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -151,3 +151,21 @@ def test_request_limits(tmp_path: Path) -> None:
         from_env({"STORAGE_URI": "/r", "SLIPWAY_BODY_TIMEOUT_S": "0"}, "m", tmp_path / "none")
     with pytest.raises(SettingsError, match="SLIPWAY_MAX_ROWS must be at least 1"):
         from_env({"STORAGE_URI": "/r", "SLIPWAY_MAX_ROWS": "0"}, "m", tmp_path / "none")
+
+
+def test_input_monitor_settings(tmp_path: Path) -> None:
+    s = from_env({"STORAGE_URI": "/r"}, "m", tmp_path / "none")
+    assert s.monitor == MonitorSettings(enabled=True, window_s=300.0, min_rows=200)
+    env = {"STORAGE_URI": "/r", "SLIPWAY_INPUT_WINDOW_S": "60", "SLIPWAY_INPUT_MIN_ROWS": "50"}
+    assert from_env(env, "m", tmp_path / "none").monitor == MonitorSettings(True, 60.0, 50)
+    for off in ("0", "false", "No", "off"):
+        assert not from_env({**env, "SLIPWAY_INPUT_MONITOR": off}, "m", tmp_path / "none").monitor.enabled
+    for on in ("1", "true", "YES", "on", ""):
+        assert from_env({**env, "SLIPWAY_INPUT_MONITOR": on}, "m", tmp_path / "none").monitor.enabled
+    for bad, message in [
+        ({"SLIPWAY_INPUT_MONITOR": "maybe"}, "SLIPWAY_INPUT_MONITOR must be"),
+        ({"SLIPWAY_INPUT_WINDOW_S": "0"}, "SLIPWAY_INPUT_WINDOW_S must be a positive"),
+        ({"SLIPWAY_INPUT_MIN_ROWS": "0"}, "SLIPWAY_INPUT_MIN_ROWS must be at least 1"),
+    ]:
+        with pytest.raises(SettingsError, match=message):
+            from_env({"STORAGE_URI": "/r", **bad}, "m", tmp_path / "none")

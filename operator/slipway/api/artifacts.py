@@ -1,8 +1,14 @@
-"""The artifact layout and manifest: the contract between the training pipeline and the operator.
+"""The artifact layout, manifest and exit codes: the contract between the training pipeline and the operator.
 
 A run writes everything under `<spec.artifacts.uri>/runs/<run name>/` (through fsspec, so
 file://, s3:// and gs:// all work); the operator reads the manifest there when the RayJob
-succeeds, and the validation report when it fails.
+succeeds, and the failure file and validation report when it fails.
+
+A failure the user must fix (a retry would fail the same way) ends the entrypoint with its own
+exit code and, where the artifact location can be written, `failure.json` naming the spec field
+and value. The operator learns the exit code from the RayJob's `status.message` (Ray's "Job
+entrypoint command failed with exit code N", which KubeRay copies there), so the exit code alone
+classifies the failure when the file cannot be written or read; the file adds the detail.
 """
 
 from __future__ import annotations
@@ -17,7 +23,28 @@ MANIFEST_FILE = "manifest.json"
 VALIDATION_FILE = "validation.json"
 CHECKPOINT_DIR = "checkpoints"
 ACCEPTED_PROFILE = "profiles/accepted.json"  # under spec.artifacts.uri: the last accepted data
-EXIT_DATA_VALIDATION = 3  # the entrypoint's exit code when the data fails validation
+FAILURE_FILE = "failure.json"  # a user error's RunFailure; absent when the attempt failed otherwise
+
+# Exit codes of the entrypoint for what the user must fix. 1 (an unexpected exception) and
+# anything else, a signal included, is a failure time may fix: the operator retries it.
+EXIT_CONFIG = 2  # the entrypoint could not read its configuration (argparse also exits 2)
+EXIT_DATA_VALIDATION = 3  # the data failed validation
+EXIT_FEATURE_SERVICE_NOT_FOUND = 4
+EXIT_DATASET_NOT_FOUND = 5  # the entity dataset is missing or unreadable
+EXIT_COLUMN_NOT_FOUND = 6  # the label, timestamp or an entity key column is not in the entity dataset
+EXIT_INVALID_HYPERPARAMETER = 7
+EXIT_ARTIFACTS_UNWRITABLE = 8
+
+# Exit code -> the reason the operator fails the run with (constants in slipway.reconcile.reasons).
+FAILURE_REASONS: dict[int, str] = {
+    EXIT_CONFIG: "EntrypointConfigInvalid",
+    EXIT_DATA_VALIDATION: "DataValidationFailed",
+    EXIT_FEATURE_SERVICE_NOT_FOUND: "FeatureServiceNotFound",
+    EXIT_DATASET_NOT_FOUND: "DatasetNotFound",
+    EXIT_COLUMN_NOT_FOUND: "ColumnNotFound",
+    EXIT_INVALID_HYPERPARAMETER: "InvalidHyperparameter",
+    EXIT_ARTIFACTS_UNWRITABLE: "ArtifactsUnwritable",
+}
 
 
 def run_uri(artifacts_uri: str, run_name: str) -> str:
@@ -41,6 +68,17 @@ class ValidationReport(StatusModel):
     reason: str = Field("", description="One line naming the failing features and checks.")
     failures: list[ValidationFailure] = Field(default_factory=list, description="Every failed check.")
     rows: int = Field(0, description="Rows validated.")
+
+
+class RunFailure(StatusModel):
+    """Written as `failure.json` when an attempt ends with a failure the user must fix."""
+
+    reason: str = Field(description="One of FAILURE_REASONS' values, e.g. FeatureServiceNotFound.")
+    exit_code: int = Field(description="The entrypoint's exit code for this reason.")
+    field: str = Field(description="The spec field to fix, e.g. spec.features.featureService.")
+    value: str = Field(description="That field's value, as the run had it.")
+    detail: str = Field(description="One line: what is wrong with the value, e.g. the feature services there are.")
+    attempt: int = Field(description="The attempt that wrote it: the operator ignores another attempt's file.")
 
 
 class Manifest(StatusModel):

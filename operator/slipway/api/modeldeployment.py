@@ -22,7 +22,9 @@ from .base import (
 
 DeploymentPhase = Literal["Pending", "Stable", "Progressing", "Paused", "RollingBack", "Degraded", "Failed"]
 StrategyType = Literal["Canary", "BlueGreen", "Direct"]
-AnalysisMetricName = Literal["error-rate", "latency-p95", "latency-p99", "prediction-mean-shift", "custom"]
+AnalysisMetricName = Literal[
+    "error-rate", "latency-p95", "latency-p99", "prediction-mean-shift", "feature-drift", "custom"
+]
 PredictorEngine = Literal["kserve", "ray-serve"]
 
 # A recorded spec.predictor in status: kept as written, read leniently (see predictor_of in reconcile).
@@ -205,7 +207,10 @@ class AnalysisMetric(ApiModel):
     )
 
     name: AnalysisMetricName = Field(
-        description="error-rate, latency-p95, latency-p99 (seconds), prediction-mean-shift or custom (PromQL)."
+        description=(
+            "error-rate, latency-p95, latency-p99 (seconds), prediction-mean-shift, feature-drift (the largest "
+            "per-feature PSI of the candidate's inputs against its training data; use with max) or custom (PromQL)."
+        )
     )
     query: str | None = Field(
         None,

@@ -154,28 +154,39 @@ class TrainingRunSpec(ApiModel):
 
 
 class RayJobRef(StatusModel):
-    name: str = Field("", description="Name of the RayJob of the current attempt.")
-    job_status: str = Field("", description="The RayJob's status.jobStatus.")
-    job_deployment_status: str = Field("", description="The RayJob's status.jobDeploymentStatus.")
+    name: str = Field(description="Name of the RayJob of the current attempt.")
+    job_id: str | None = Field(
+        None, description="The RayJob's status.jobId: the Ray job's submission id (its logs: `ray job logs`)."
+    )
+    job_status: str | None = Field(None, description="The RayJob's status.jobStatus.")
+    job_deployment_status: str | None = Field(None, description="The RayJob's status.jobDeploymentStatus.")
 
 
 class EvaluationResult(StatusModel):
-    metric: str = Field("", description="The gate's metric.")
+    metric: str = Field(description="The gate's metric.")
     value: float | None = Field(None, description="The metric's value on the held-out split.")
     passed: bool | None = Field(None, description="Whether the gate passed.")
 
 
+# Fields that have no value yet are left out (None), never written as "" or {}: the schema
+# gives them no defaults, so the API server does not fill them in either.
 class TrainingRunStatus(StatusModel):
     phase: TrainingPhase = Field("Pending", description="Pending, Running, Succeeded or Failed.")
     observed_generation: int | None = Field(None, description="The .metadata.generation last reconciled.")
     conditions: list[Condition] = conditions_field()
-    ray_job: RayJobRef = Field(default_factory=RayJobRef, description="The RayJob of the current attempt.")
+    ray_job: RayJobRef | None = Field(None, description="The RayJob of the current attempt.")
     attempt: int = Field(0, description="Current attempt, from 0; retries count against spec.backoffLimit.")
     start_time: str | None = Field(None, description="When the current attempt started (RFC 3339).")
     completion_time: str | None = Field(None, description="When the run finished (RFC 3339).")
-    message: str = Field("", description="The last message from the job.")
-    metrics: dict[str, str] = Field(default_factory=dict, description="Final held-out metrics.")
-    evaluation: EvaluationResult = Field(default_factory=EvaluationResult, description="The evaluation gate's verdict.")
-    model_version: str = Field("", description="The ModelVersion this run produced.")
-    artifacts: str = Field("", description="Where this run's model, manifest and validation report are.")
+    message: str | None = Field(
+        None, description="One line: what the run is doing, or why it failed and where the job's logs are."
+    )
+    metrics: dict[str, str] | None = Field(None, description="Final held-out metrics.")
+    evaluation: EvaluationResult | None = Field(
+        None, description="The evaluation gate's verdict, once the job succeeded."
+    )
+    model_version: str | None = Field(None, description="The ModelVersion this run produced.")
+    artifacts: str | None = Field(
+        None, description="Where this run's model, manifest, validation report and failure file are."
+    )
     lineage: Lineage | None = Field(None, description="Feature service and views, dataset, image, versions.")

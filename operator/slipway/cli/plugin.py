@@ -3,6 +3,12 @@
 kubectl finds this as `kubectl-slipway` on PATH and passes its arguments through. Every action
 goes through the API: promote, abort and retry set a request annotation with a fresh id, pause
 and resume set or clear the paused annotation, and the operator's rollout engine acts on them.
+
+`status` also shows the features whose served values drift most from the training data, for the
+stable and the candidate version, as the predictors' input monitors report them now. It asks the
+deployment's Prometheus (`spec.prometheus.url`, or `--prometheus`) directly: live figures, which
+the operator does not copy into the status (they change with every request; the status records
+analysis results only). From outside the cluster, port-forward Prometheus and pass its local URL.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from ..api.resources import MODEL_DEPLOYMENTS, PAUSED_ANNOTATION, ROLLOUT_REQUEST_PREFIX
+from ..prometheus import InputFigures, input_figures
 
 ACTIONS = {
     "promote": "promote the candidate to stable now (skipping the remaining steps and analysis)",
@@ -80,6 +87,70 @@ def render_status(md: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+TOP_FEATURES = 5
+NO_FIGURES = "no input figures (no traffic yet, too few rows for a PSI, or a model without a training profile)"
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def render_inputs(role: str, version: int, figures: InputFigures, top: int = TOP_FEATURES) -> list[str]:
+    """One version's most drifting features: largest PSI first, then the most missing."""
+    if not figures.by_feature:
+        return [f"    {role} v{version}: {NO_FIGURES}"]
+
+    def rank(item: tuple[str, dict[str, float]]) -> tuple[float, float, str]:
+        name, fig = item
+        return (-fig.get("psi", -1.0), -fig.get("missing", 0.0), name)
+
+    ranked = sorted(figures.by_feature.items(), key=rank)
+    rows = "?" if figures.rows is None else str(figures.rows)
+    lines = [
+        f"    {role} v{version} ({rows} rows in the window; top {min(top, len(ranked))} of {len(ranked)} features):",
+        f"      {'feature':<28} {'PSI':>7} {'missing':>8} {'out of range':>13}",
+    ]
+    for name, fig in ranked[:top]:
+        psi = fig.get("psi")
+        lines.append(
+            f"      {name:<28} {'-' if psi is None else f'{psi:.3f}':>7} {_share(fig.get('missing')):>8}"
+            f" {_share(fig.get('outOfRange')):>13}"
+        )
+    return lines
+
+
+Fetch = Callable[[str, str, str, int], InputFigures]
+
+
+def drift_section(md: dict[str, Any], prometheus: str | None, fetch: Fetch = input_figures) -> str:
+    """The input-drift lines of `status`, queried from Prometheus (one line saying why when it cannot be)."""
+    spec, status = md.get("spec", {}), md.get("status") or {}
+    url = prometheus or (spec.get("prometheus") or {}).get("url")
+    versions = [
+        (role, int(status[key]))
+        for role, key in (("stable", "stableVersion"), ("candidate", "candidateVersion"))
+        if status.get(key) is not None
+    ]
+    if not versions:
+        return ""
+    header = "  input drift vs the training data (PSI on the training profile's bins; each predictor's window):"
+    if not url:
+        return f"{header}\n    no Prometheus URL (spec.prometheus.url or --prometheus)"
+    lines = [header]
+    for role, version in versions:
+        try:
+            figures = fetch(url, md["metadata"]["namespace"], spec.get("model", ""), version)
+        except Exception as error:
+            first = (str(error).splitlines() or [""])[0][:160]
+            lines.append(
+                f"    Prometheus at {url} did not answer ({type(error).__name__}: {first}); from outside the "
+                "cluster, port-forward it and pass --prometheus http://127.0.0.1:9090"
+            )
+            break
+        lines += render_inputs(role, version, figures)
+    return "\n".join(lines)
+
+
 def request_patch(action: str) -> dict[str, Any]:
     """The metadata patch that asks the operator for `action`."""
     if action == "pause":
@@ -102,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     status.add_argument("name")
     status.add_argument("-w", "--watch", action="store_true", help="refresh until interrupted")
     status.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes with --watch")
+    status.add_argument(
+        "--prometheus", default=None, help="Prometheus URL for the input-drift figures (default: spec.prometheus.url)"
+    )
+    status.add_argument("--no-drift", action="store_true", help="leave out the input-drift figures (no Prometheus)")
     for action, text in ACTIONS.items():
         commands.add_parser(action, help=text, parents=[common]).add_argument("name")
     args = parser.parse_args(argv)
@@ -127,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.watch:
                 print("\033[2J\033[H", end="")  # clear the terminal between frames
             print(render_status(md), flush=True)
+            drift = "" if args.no_drift else drift_section(md, args.prometheus)
+            if drift:
+                print(drift, flush=True)
             if not args.watch:
                 return 0
             try:

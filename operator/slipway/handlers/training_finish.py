@@ -6,7 +6,15 @@ from typing import Any
 
 import kopf
 
-from ..api.artifacts import MANIFEST_FILE, VALIDATION_FILE, Manifest, ValidationReport, run_uri
+from ..api.artifacts import (
+    FAILURE_FILE,
+    MANIFEST_FILE,
+    VALIDATION_FILE,
+    Manifest,
+    RunFailure,
+    ValidationReport,
+    run_uri,
+)
 from ..api.modelversion import Gates, ModelVersionSpec
 from ..api.resources import MODEL_VERSIONS, RAY_JOBS, TRAINING_RUNS
 from ..api.trainingrun import EvaluationResult, RayJobRef, TrainingRunSpec, TrainingRunStatus
@@ -16,7 +24,7 @@ from ..reconcile import reasons
 from ..reconcile.conditions import set_condition
 from ..reconcile.gates import evaluate_gate
 from ..reconcile.registry import model_version_name, serving_metric
-from ..reconcile.training import judge
+from ..reconcile.training import judge, logs_hint
 from ..reconcile.trainingrun import Outcome
 from ..storage import read_model
 
@@ -34,20 +42,24 @@ def finish(
 ) -> TrainingRunStatus:
     """The run's status after its current attempt ended with `outcome` (Succeeded or Failed)."""
     artifacts = run_uri(run.artifacts.uri, run_name)
-    validation = read_model(artifacts + VALIDATION_FILE, ValidationReport).value
-    read = read_model(artifacts + MANIFEST_FILE, Manifest) if outcome.phase == "Succeeded" else None
+    failed = outcome.phase == "Failed"
+    validation = read_model(artifacts + VALIDATION_FILE, ValidationReport).value if failed else None
+    failure = read_model(artifacts + FAILURE_FILE, RunFailure).value if failed else None
+    read = read_model(artifacts + MANIFEST_FILE, Manifest) if not failed else None
     manifest = read.value if read else None
+    job = lifted.ray_job
+    logs = logs_hint(namespace, job.name, job.job_id) if job else ""
     versions: list[ModelVersionSpec] = list(indexes["model_versions"].get((namespace, run.model), []))
     serving = serving_metric(_served_version(indexes, namespace, run.model), versions, run.evaluation.metric)
     verdict = evaluate_gate(run.evaluation, manifest.metrics, serving) if manifest else None
-    judgement = judge(run, lifted.attempt, outcome, validation, manifest, verdict)
+    judgement = judge(run, lifted.attempt, outcome, validation, manifest, verdict, failure, artifacts, logs)
     if read is not None and read.problem:
         judgement = judgement._replace(message=f"{judgement.message}: {read.problem}")
     generation = lifted.observed_generation
     conditions = lifted.conditions
     update: dict[str, Any] = {"artifacts": artifacts, "message": judgement.message}
     if manifest is not None:
-        update["metrics"] = {key: f"{value:.6g}" for key, value in sorted(manifest.metrics.items())}
+        update["metrics"] = {key: f"{value:.6g}" for key, value in sorted(manifest.metrics.items())} or None
         update["lineage"] = manifest.lineage
     if verdict is not None:
         update["evaluation"] = EvaluationResult(metric=verdict.metric, value=verdict.value, passed=verdict.passed)

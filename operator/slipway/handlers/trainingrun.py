@@ -106,7 +106,7 @@ def advance(
     memo.kube.patch_status(TRAINING_RUNS, namespace, run_name, changes)
     memo.written[owner["metadata"]["uid"]] = desired.model_dump(by_alias=True, exclude_none=True)
     if desired.phase != current.phase or desired.attempt != current.attempt:
-        announce(owner, desired.phase == "Failed", _reason(desired), desired.message)
+        announce(owner, desired.phase == "Failed", _reason(desired), desired.message or desired.phase)
 
 
 @kopf.on.event(*RAY_JOBS.ref, labels={TRAINING_RUN_LABEL: kopf.PRESENT})
@@ -120,10 +120,11 @@ def lift_rayjob_status(
             return  # the run is gone; garbage collection takes its RayJob
         known = memo.written.get(record.owner["metadata"]["uid"], record.status)
         current = TrainingRunStatus.model_validate(known)
-        if current.ray_job.name != body["metadata"]["name"] or current.phase in FINISHED:
+        job_name = body["metadata"]["name"]
+        if current.ray_job is None or current.ray_job.name != job_name or current.phase in FINISHED:
             return  # an older attempt's job, or the run is done
         run = memo.defaults.run(TrainingRunSpec.model_validate(record.spec))
-        advance(memo, ns, run_name, record.owner, run, known, current.ray_job.name, body, record.generation, kwargs)
+        advance(memo, ns, run_name, record.owner, run, known, job_name, body, record.generation, kwargs)
 
 
 def _reason(status: TrainingRunStatus) -> str:

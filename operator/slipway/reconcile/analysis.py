@@ -9,7 +9,7 @@ counts as a pass.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from ..api.modeldeployment import AnalysisMetric, AnalysisResult
 
@@ -42,6 +42,14 @@ def _latency(quantile: float, ctx: QueryContext) -> str:
     return f"histogram_quantile({quantile}, sum by (le) ({buckets}))"
 
 
+def _input_psi(ctx: QueryContext) -> str:
+    """The candidate's PSI per feature and pod, at its worst within the window."""
+    return f"max_over_time(slipway_input_psi{_selector(ctx, ctx.candidate)}[{ctx.window}])"
+
+
+TOP_FEATURES = 3  # features named in a feature-drift result's message
+
+
 def render_query(metric: AnalysisMetric, ctx: QueryContext) -> str:
     """The PromQL for one metric; placeholders in a custom query are substituted."""
     if metric.name == "error-rate":
@@ -55,6 +63,10 @@ def render_query(metric: AnalysisMetric, ctx: QueryContext) -> str:
         return _latency(0.99, ctx)
     if metric.name == "prediction-mean-shift":
         return f"abs({_mean_prediction(ctx, ctx.candidate)} - {_mean_prediction(ctx, ctx.stable)})"
+    if metric.name == "feature-drift":
+        # The predictor exports a feature's PSI once its window holds enough rows (SLIPWAY_INPUT_MIN_ROWS):
+        # until then there is no series, and the measurement is inconclusive.
+        return f"max({_input_psi(ctx)})"
     query = metric.query or ""
     for placeholder, value in (
         ("{{candidate}}", str(ctx.candidate)),
@@ -65,21 +77,55 @@ def render_query(metric: AnalysisMetric, ctx: QueryContext) -> str:
     return query
 
 
-def judge(metric: AnalysisMetric, value: float | None, problem: str, now: str) -> AnalysisResult:
-    """Passed, Failed or Inconclusive for one measurement (`problem` says why there is no value)."""
+def render_breakdown(metric: AnalysisMetric, ctx: QueryContext) -> str | None:
+    """A query whose series explain a built-in metric's value (None: the value says it all).
+
+    feature-drift: the features with the largest PSI, one series each, labelled `feature`.
+    """
+    if metric.name == "feature-drift":
+        return f"topk({TOP_FEATURES}, max by (feature) ({_input_psi(ctx)}))"
+    return None
+
+
+def describe_breakdown(metric: AnalysisMetric, series: list[tuple[str, float]]) -> str:
+    """The breakdown's series (label value, value) in a few words for the result's message."""
+    if not series or metric.name != "feature-drift":
+        return ""
+    ranked = sorted(series, key=lambda s: (-s[1], s[0]))[:TOP_FEATURES]
+    return "largest PSI: " + ", ".join(f"{name} {value:.3g}" for name, value in ranked)
+
+
+def judge(metric: AnalysisMetric, value: float | None, problem: str, now: str, detail: str = "") -> AnalysisResult:
+    """Passed, Failed or Inconclusive for one measurement (`problem` says why there is no value;
+    `detail`, e.g. which features drift most, is added to the message of a judged value)."""
     if value is None or math.isnan(value) or math.isinf(value):
         why = problem or "no data (no series, or no traffic in the window)"
         return AnalysisResult(metric=metric.name, value=None, verdict="Inconclusive", message=why, time=now)
     value = round(value, 6)
+    verdict: Literal["Passed", "Failed"] = "Passed"
+    message = "within limits"
     if metric.min is not None and value < metric.min:
-        return AnalysisResult(
-            metric=metric.name, value=value, verdict="Failed", message=f"{value:g} < min {metric.min:g}", time=now
-        )
-    if metric.max is not None and value > metric.max:
-        return AnalysisResult(
-            metric=metric.name, value=value, verdict="Failed", message=f"{value:g} > max {metric.max:g}", time=now
-        )
-    return AnalysisResult(metric=metric.name, value=value, verdict="Passed", message="within limits", time=now)
+        verdict, message = "Failed", f"{value:g} < min {metric.min:g}"
+    elif metric.max is not None and value > metric.max:
+        verdict, message = "Failed", f"{value:g} > max {metric.max:g}"
+    if detail:
+        message = f"{message} ({detail})"
+    return AnalysisResult(metric=metric.name, value=value, verdict=verdict, message=message, time=now)
+
+
+INPUT_SERIES = {
+    "psi": "slipway_input_psi",
+    "missing": "slipway_input_missing_fraction",
+    "outOfRange": "slipway_input_out_of_range_fraction",
+}
+
+
+def input_queries(namespace: str, model: str, version: int) -> dict[str, str]:
+    """Instant queries of one version's input monitor: each figure by feature (the worst of its pods),
+    and `rows`, the rows in its pods' windows (what `kubectl slipway status` shows)."""
+    selector = _selector(QueryContext(namespace, model, version, None, ""), version)
+    queries = {key: f"max by (feature) ({name}{selector})" for key, name in INPUT_SERIES.items()}
+    return queries | {"rows": f"sum(slipway_input_window_rows{selector})"}
 
 
 def overall(results: list[AnalysisResult]) -> str:

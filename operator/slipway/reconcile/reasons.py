@@ -35,7 +35,15 @@ RETRY_REQUESTED = "RetryRequested"
 REGISTERED = "Registered"
 
 # TrainingRun, after the job
+# What the user must fix, each with the entrypoint's own exit code (slipway.api.artifacts
+# FAILURE_REASONS): the run fails at once, never retried.
 DATA_VALIDATION_FAILED = "DataValidationFailed"
+FEATURE_SERVICE_NOT_FOUND = "FeatureServiceNotFound"
+DATASET_NOT_FOUND = "DatasetNotFound"
+COLUMN_NOT_FOUND = "ColumnNotFound"
+INVALID_HYPERPARAMETER = "InvalidHyperparameter"
+ARTIFACTS_UNWRITABLE = "ArtifactsUnwritable"
+ENTRYPOINT_CONFIG_INVALID = "EntrypointConfigInvalid"
 GATE_FAILED = "GateFailed"
 GATES_PASSED = "GatesPassed"
 MANIFEST_MISSING = "ManifestMissing"

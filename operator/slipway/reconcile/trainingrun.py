@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, NamedTuple
 
 from ..api.trainingrun import RayJobRef, TrainingPhase, TrainingRunStatus
@@ -14,12 +15,37 @@ JOB_FINAL = (JOB_SUCCEEDED, "FAILED", "STOPPED")
 DEPLOYMENT_COMPLETE, DEPLOYMENT_FAILED, DEPLOYMENT_VALIDATION_FAILED = "Complete", "Failed", "ValidationFailed"
 # Why KubeRay failed a job that will fail the same way again: not worth a retry.
 KUBERAY_DEADLINE_REASONS = ("DeadlineExceeded", "PreRunningDeadlineExceeded")
+# What Ray's job supervisor writes for an entrypoint that exited non-zero; KubeRay copies it into
+# status.message. The tail is the job's last log lines (up to 20,000 characters).
+RAY_ENTRYPOINT_FAILED = re.compile(r"Job entrypoint command failed with exit code (-?\d+)[,.]?(.*)", re.DOTALL)
+MESSAGE_LIMIT = 1024  # a condition's message may hold 4096; a one-line summary needs far less
 
 
 class Outcome(NamedTuple):
     phase: TrainingPhase
     reason: str
-    message: str
+    message: str  # one line, at most MESSAGE_LIMIT characters
+    exit_code: int | None = None  # the entrypoint's, when the job's message says it
+
+
+def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """`text` with its whitespace collapsed, cut to `limit` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def job_message(message: str) -> tuple[str, int | None]:
+    """A RayJob's message as one line, and the entrypoint's exit code when the message carries it.
+
+    Ray's message for a failed entrypoint holds the job's log tail, often a whole traceback: the
+    summary keeps its last line (the exception, or the entrypoint's own last word)."""
+    match = RAY_ENTRYPOINT_FAILED.match(message.strip())
+    if match is None:
+        return one_line(message), None
+    code = int(match.group(1))
+    tail = match.group(2).split(":", 1)[1] if "last available logs" in match.group(2) else ""
+    last = next((line.strip() for line in reversed(tail.splitlines()) if line.strip()), "")
+    return one_line(f"the entrypoint exited with code {code}" + (f": {last}" if last else "")), code
 
 
 def rayjob_outcome(rayjob_status: dict[str, Any] | None) -> Outcome:
@@ -35,18 +61,20 @@ def rayjob_outcome(rayjob_status: dict[str, Any] | None) -> Outcome:
     job = status.get("jobStatus", "")
     deployment = status.get("jobDeploymentStatus", "")
     kuberay_reason = status.get("reason", "")
-    message = status.get("message", "")
+    message, exit_code = job_message(status.get("message") or "")
     if deployment == DEPLOYMENT_VALIDATION_FAILED:
         return Outcome("Failed", reasons.RAYJOB_INVALID, message or "KubeRay refused the RayJob")
     if deployment == DEPLOYMENT_FAILED:
         if kuberay_reason in KUBERAY_DEADLINE_REASONS:
             return Outcome("Failed", reasons.DEADLINE_EXCEEDED, message or "the run passed activeDeadlineSeconds")
         detail = f" ({kuberay_reason})" if kuberay_reason else ""
-        return Outcome("Failed", reasons.RAYJOB_FAILED, message or f"the Ray job failed{detail}")
+        return Outcome("Failed", reasons.RAYJOB_FAILED, message or f"the Ray job failed{detail}", exit_code)
     if deployment == DEPLOYMENT_COMPLETE:
         if job == JOB_SUCCEEDED:
             return Outcome("Succeeded", reasons.RAYJOB_SUCCEEDED, message or "the Ray job succeeded")
-        return Outcome("Failed", reasons.RAYJOB_FAILED, message or f"the Ray job ended {job or 'without a state'}")
+        return Outcome(
+            "Failed", reasons.RAYJOB_FAILED, message or f"the Ray job ended {job or 'without a state'}", exit_code
+        )
     if job == JOB_RUNNING:
         return Outcome("Running", reasons.RAYJOB_RUNNING, message or "the Ray job is running")
     if job in JOB_FINAL:  # but the attempt is not over until KubeRay says so (its submitter Job)
@@ -99,8 +127,9 @@ def training_status(
             "conditions": conditions,
             "ray_job": RayJobRef(
                 name=rayjob_name,
-                job_status=status.get("jobStatus", ""),
-                job_deployment_status=status.get("jobDeploymentStatus", ""),
+                job_id=status.get("jobId") or None,
+                job_status=status.get("jobStatus") or None,
+                job_deployment_status=status.get("jobDeploymentStatus") or None,
             ),
             # The Ray job's own times (rayJobInfo), not the RayJob's: the run started when its code did.
             "start_time": job_times.get("startTime") or status.get("startTime") or current.start_time,

@@ -1,4 +1,4 @@
-"""Reading run artifacts (manifest, validation report) wherever they live, through fsspec."""
+"""Reading run artifacts (manifest, validation report, failure file) wherever they live, through fsspec."""
 
 from __future__ import annotations
 
