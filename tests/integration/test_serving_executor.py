@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 from kubernetes import client, config
@@ -311,6 +312,33 @@ def test_deleting_an_inference_service_stops_its_pods_through_the_garbage_collec
     wait_for(lambda: not pods(api, "churn-v2"), timeout=120, what="KServe's Deployment and its pod to go")
     with pytest.raises(OSError):
         served(address)
+
+
+def test_a_pod_waits_for_its_secret_and_runs_with_its_values(
+    stack: DevStack, api: client.ApiClient, models: dict[str, Path]
+) -> None:
+    """The operator's credentials reach a predictor as envFrom a Secret (and a key may come as
+    valueFrom): the kubelet resolves both, and starts nothing until the Secret exists."""
+    obj = isvc("secretive", models["1"], "1")
+    (container,) = obj["spec"]["predictor"]["containers"]
+    container["envFrom"] = [{"secretRef": {"name": "model-store"}}]
+    container["env"].append({"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "model-store", "key": "token"}}})
+    apply(stack, obj)
+    pod = wait_for(lambda: next(iter(pods(api, "secretive")), None), timeout=120, what="KServe's pod")
+    core = client.CoreV1Api(api)
+    wait_for(lambda: core.read_namespaced_pod(pod.metadata.name, NS).spec.node_name, what="the pod scheduled")
+    with pytest.raises(AssertionError, match="timed out"):  # no Secret, no process
+        wait_for(lambda: core.read_namespaced_pod(pod.metadata.name, NS).status.container_statuses, timeout=3)
+    secret = {"metadata": {"name": "model-store"}, "stringData": {"AWS_ACCESS_KEY_ID": "key-1", "token": "t-2"}}
+    core.create_namespaced_secret(NS, secret)
+
+    def started() -> int | None:
+        statuses = core.read_namespaced_pod(pod.metadata.name, NS).status.container_statuses or []
+        return int(statuses[0].container_id.removeprefix("devstack://")) if statuses else None
+
+    environ = psutil.Process(wait_for(started, timeout=60, what="the process started")).environ()
+    assert (environ["AWS_ACCESS_KEY_ID"], environ["TOKEN"], environ["SLIPWAY_MODEL_VERSION"]) == ("key-1", "t-2", "1")
+    client.CustomObjectsApi(api).delete_namespaced_custom_object(*ISVC[:2], NS, ISVC[2], "secretive")
 
 
 def _running(pid: int) -> bool:

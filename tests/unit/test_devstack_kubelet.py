@@ -61,16 +61,23 @@ def test_ready_keeps_its_transition_time_while_it_holds() -> None:
 
 
 def test_a_container_that_exited_is_in_back_off_with_its_exit_and_log() -> None:
-    status = pod_status(pod(), Container(FAILED, restarts=2, exit_code=3, message="FileNotFoundError"), None, NOW)
+    exited = Container(FAILED, restarts=2, exit_code=3, finished_at="2026-12-05T11:59:30Z", message="FileNotFoundError")
+    status = pod_status(pod(), exited, None, NOW)
     (container,) = status["containerStatuses"]
     assert container["state"]["waiting"]["reason"] == "CrashLoopBackOff"
     assert container["lastState"]["terminated"] == {
         "exitCode": 3,
         "reason": "Error",
-        "finishedAt": "2026-12-05T12:00:00Z",
+        "finishedAt": "2026-12-05T11:59:30Z",
         "message": "FileNotFoundError",
     }
     assert container["restartCount"] == 2 and conditions(status)["Ready"] == "False"
+    # Running again after the back-off: the last exit stays in lastState.
+    again = pod_status(
+        {**pod(), "status": status}, Container(STARTING, 3, pid=7, exit_code=3, finished_at="x"), None, LATER
+    )
+    assert again["containerStatuses"][0]["lastState"]["terminated"]["exitCode"] == 3
+    assert "running" in again["containerStatuses"][0]["state"]
 
 
 def test_a_pod_this_kubelet_cannot_run_fails_with_the_reason() -> None:
@@ -79,7 +86,7 @@ def test_a_pod_this_kubelet_cannot_run_fails_with_the_reason() -> None:
     assert refusal(pod(initContainers=[{"name": "init"}])) == "the dev stack's kubelet runs no init containers"
     assert refusal(pod()) is None
     status = pod_status(two, None, refusal(two), NOW)
-    assert (status["phase"], status["reason"]) == ("Failed", "Unsupported")
+    assert (status["phase"], status["reason"], status["hostIP"]) == ("Failed", "Unsupported", HOST_IP)
     assert "exactly one container" in status["message"]
 
 

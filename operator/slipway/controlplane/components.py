@@ -39,7 +39,8 @@ def healthy(url: str) -> bool:
 
 @dataclass
 class Component:
-    """One component as a child process with the admin kubeconfig, logged to `<folder>/<name>.log`."""
+    """One component as a child process, logged to `<folder>/<name>.log`: with the admin kubeconfig
+    when given one, and nothing else of this process's environment but PATH and `env`."""
 
     name: str
     argv: list[str]
@@ -48,9 +49,9 @@ class Component:
     proc: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
-    def start(self, kubeconfig: Path, folder: Path) -> None:
+    def start(self, kubeconfig: Path | None, folder: Path) -> None:
         self._log = open(folder / f"{self.name}.log", "ab")  # noqa: SIM115 - lives as long as the process
-        env = {"KUBECONFIG": str(kubeconfig), "PATH": "/usr/bin:/bin", **self.env}
+        env = {"PATH": "/usr/bin:/bin", **({"KUBECONFIG": str(kubeconfig)} if kubeconfig else {}), **self.env}
         self.proc = subprocess.Popen(self.argv, env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 60) -> None:
@@ -82,7 +83,7 @@ class Component:
         return self._log.name if self._log is not None else self.name
 
 
-def start_all(components: Sequence[Component], kubeconfig: Path, folder: Path, timeout: float = 60) -> None:
+def start_all(components: Sequence[Component], kubeconfig: Path | None, folder: Path, timeout: float = 60) -> None:
     """Starts every component, then waits for each to be ready; stops them all if one is not."""
     try:
         for component in components:

@@ -33,6 +33,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO, TypeVar, cast
 
+import psutil
 from kubernetes import client, config
 
 from ..api.resources import MODEL_DEPLOYMENTS, MODEL_VERSIONS, TRAINING_RUNS, Resource
@@ -562,8 +563,8 @@ def run_dir(mv: Mapping[str, Any]) -> str:
 
 def _cmdline(pid: int) -> str:
     try:
-        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
+        return " ".join(psutil.Process(pid).cmdline())
+    except psutil.Error:
         return ""
 
 
@@ -573,13 +574,11 @@ def leftovers(marker: str) -> list[int]:
     Every process the demo starts inherits its environment, also those that leave its process
     tree (a component's orphaned child); a user's `slipway dev down` in another shell does not.
     """
-    needle = f"{MARKER_ENV}={marker}".encode()
     found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            with contextlib.suppress(OSError):
-                if needle in (entry / "environ").read_bytes().split(b"\0"):
-                    found.append(int(entry.name))
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if process.pid != os.getpid() and process.environ().get(MARKER_ENV) == marker:
+                found.append(process.pid)
     return found
 
 

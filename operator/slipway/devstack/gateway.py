@@ -27,6 +27,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 log = logging.getLogger("slipway.devstack.gateway")
 
 CONTROLLER_NAME = "slipway.dev/devstack-gateway"
@@ -393,21 +395,13 @@ class Nginx:
             time.sleep(0.05)
 
     def _workers(self) -> frozenset[int]:
-        """The pids of this master's children (its workers)."""
+        """The pids of this master's children (its workers); a zombie has stopped accepting."""
         if self.proc is None:
             return frozenset()
-        found = set()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue  # gone meanwhile
-            fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[1]) == self.proc.pid and fields[0] != "Z":  # a zombie has stopped accepting
-                found.add(int(entry.name))
-        return frozenset(found)
+        with contextlib.suppress(psutil.Error):
+            children = psutil.Process(self.proc.pid).children()
+            return frozenset(c.pid for c in children if _status(c) not in (None, psutil.STATUS_ZOMBIE))
+        return frozenset()
 
     def served_version(self) -> str | None:
         try:
@@ -425,3 +419,10 @@ class Nginx:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+
+def _status(process: psutil.Process) -> str | None:
+    try:
+        return str(process.status())
+    except psutil.Error:  # gone meanwhile
+        return None

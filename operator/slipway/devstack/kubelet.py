@@ -85,6 +85,7 @@ class Container:
     started_at: str = ""
     pid: int | None = None
     exit_code: int | None = None
+    finished_at: str = ""
     message: str = ""  # the tail of its log after an exit
 
 
@@ -92,7 +93,7 @@ def _condition(kind: str, ok: bool, previous: Mapping[str, Any], now: str, reaso
     status = "True" if ok else "False"
     before = previous.get(kind) or {}
     since = before.get("lastTransitionTime") if before.get("status") == status else None
-    cond = {"type": kind, "status": status, "lastProbeTime": None, "lastTransitionTime": since or now}
+    cond = {"type": kind, "status": status, "lastTransitionTime": since or now}
     if reason:
         cond["reason"] = reason
     return cond
@@ -106,15 +107,10 @@ def pod_status(
     previous = {c.get("type"): c for c in status.get("conditions") or []}
     when = stamp(now)
     spec = (pod.get("spec") or {}).get("containers") or [{}]
-    if refused is not None or container is None:
-        return {
-            **status,
-            "phase": "Failed" if refused else "Pending",
-            "reason": "Unsupported" if refused else status.get("reason"),
-            "message": refused or status.get("message"),
-            "hostIP": HOST_IP,
-            "conditions": [c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"],
-        }
+    if refused is not None:
+        return {**status, "phase": "Failed", "reason": "Unsupported", "message": refused, "hostIP": HOST_IP}
+    if container is None:  # not started yet (a Secret it needs is missing, say)
+        return status
     ready = container.state == READY
     running = container.state in (STARTING, READY, UNREADY)
     name = spec[0].get("name", "")
@@ -133,14 +129,11 @@ def pod_status(
             else {"waiting": {"reason": "CrashLoopBackOff", "message": waiting}}
         ),
     }
-    if container.exit_code is not None or container.restarts:
-        last = (status.get("containerStatuses") or [{}])[0].get("lastState") or {}
-        if container.exit_code is not None:
-            terminated = {"exitCode": container.exit_code, "reason": "Error", "finishedAt": when}
-            if container.message:
-                terminated["message"] = container.message
-            last = {"terminated": terminated}
-        entry["lastState"] = last
+    if container.exit_code is not None:  # the last exit, until the next one
+        terminated = {"exitCode": container.exit_code, "reason": "Error", "finishedAt": container.finished_at}
+        entry["lastState"] = {
+            "terminated": {**terminated, **({"message": container.message} if container.message else {})}
+        }
     conditions = [
         _condition("PodReadyToStartContainers", True, previous, when),
         _condition("Initialized", True, previous, when),
@@ -276,8 +269,10 @@ class Kubelet:
         if server is None:
             return None
         pid = server.proc.pid if server.proc else None
+        code, finished = server.last_exit or (None, None)
+        started = self.started_at.get(uid, "")
         return Container(
-            server.state, server.restarts, self.started_at.get(uid, ""), pid, server.exit_code, server.message
+            server.state, server.restarts, started, pid, code, stamp(finished) if finished else "", server.message
         )
 
     def _write_status(self, pod: dict[str, Any], container: Container | None, refused: str | None) -> None:
@@ -302,38 +297,22 @@ class Kubelet:
                 raise
 
     def environment(self, pod: Mapping[str, Any]) -> dict[str, str]:
-        """The container's environment as a kubelet builds it: envFrom, then env (values, and
-        valueFrom Secrets, ConfigMaps and the pod's own fields), over the stack's own variables."""
+        """The container's environment as a kubelet builds it, over the stack's own variables:
+        envFrom Secrets (the operator's credentials), then env values and Secret keys. Other sources
+        (ConfigMaps, the pod's own fields) are nothing Slipway writes: this kubelet leaves them out."""
         (container,) = pod["spec"]["containers"]
         namespace = pod["metadata"]["namespace"]
         env = dict(self.extra_env)
         for source in container.get("envFrom") or []:
-            prefix = source.get("prefix", "")
             if "secretRef" in source:
-                env.update({prefix + k: v for k, v in self._secret(namespace, source["secretRef"]["name"]).items()})
-            elif "configMapRef" in source:
-                data = self.core.read_namespaced_config_map(source["configMapRef"]["name"], namespace).data or {}
-                env.update({prefix + k: v for k, v in data.items()})
-        fields = {
-            "metadata.name": pod["metadata"]["name"],
-            "metadata.namespace": namespace,
-            "spec.nodeName": NODE,
-            "status.podIP": HOST_IP,
-            "status.hostIP": HOST_IP,
-        }
+                secret = self._secret(namespace, source["secretRef"]["name"])
+                env.update({source.get("prefix", "") + k: v for k, v in secret.items()})
         for item in container.get("env") or []:
-            ref = item.get("valueFrom") or {}
-            if "value" in item or not ref:
+            key = (item.get("valueFrom") or {}).get("secretKeyRef")
+            if key:
+                env[item["name"]] = self._secret(namespace, key["name"])[key["key"]]
+            elif "valueFrom" not in item:
                 env[item["name"]] = str(item.get("value", ""))
-            elif "secretKeyRef" in ref:
-                env[item["name"]] = self._secret(namespace, ref["secretKeyRef"]["name"])[ref["secretKeyRef"]["key"]]
-            elif "configMapKeyRef" in ref:
-                key = ref["configMapKeyRef"]
-                env[item["name"]] = (self.core.read_namespaced_config_map(key["name"], namespace).data or {})[
-                    key["key"]
-                ]
-            elif "fieldRef" in ref:
-                env[item["name"]] = fields.get(ref["fieldRef"]["fieldPath"], "")
         return env
 
     def _secret(self, namespace: str, name: str) -> dict[str, str]:
@@ -342,17 +321,5 @@ class Kubelet:
 
 
 def _same(new: Mapping[str, Any], old: Mapping[str, Any]) -> bool:
-    """Equal but for the times a kubelet refreshes (a new probe time is no reason to write)."""
-    return bool(_strip(new) == _strip(old))
-
-
-def _strip(status: Mapping[str, Any]) -> Any:
-    out = {k: v for k, v in status.items() if v is not None}
-    out["conditions"] = sorted(
-        (
-            {k: v for k, v in c.items() if k not in ("lastProbeTime",) and v is not None}
-            for c in out.get("conditions", [])
-        ),
-        key=lambda c: str(c.get("type")),
-    )
-    return out
+    """Equal as the API serves it back (it leaves out what is null)."""
+    return {k: v for k, v in new.items() if v is not None} == {k: v for k, v in old.items() if v is not None}

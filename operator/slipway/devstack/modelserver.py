@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from ..controlplane.server import free_port
 
 log = logging.getLogger("slipway.devstack.kubelet")
@@ -95,20 +97,19 @@ def server_args(container: Mapping[str, Any], http_port: int, grpc_port: int) ->
 
 
 def starttime(pid: int) -> str | None:
-    """The process's start time in ticks: with the pid, it names one process (pids get reused)."""
+    """The process's start time: with the pid, it names one process (pids get reused)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return str(psutil.Process(pid).create_time())
+    except psutil.Error:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
 
 
 def alive(pid: int, started: str) -> bool:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+        process = psutil.Process(pid)
+        return str(process.create_time()) == started and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
         return False
-    return fields[19] == started and fields[0] != "Z"
 
 
 def family(leader: int) -> set[tuple[int, str]]:
@@ -117,22 +118,17 @@ def family(leader: int) -> set[tuple[int, str]]:
     A session catches what was started and then orphaned (Ray's processes outlive a killed driver
     for a moment); descent catches what left the session (setsid) while its parent lives.
     """
-    stats: dict[int, list[str]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-    members = {pid for pid, fields in stats.items() if fields[3] == str(leader)}
-    children: dict[int, list[int]] = {}
-    for pid, fields in stats.items():
-        children.setdefault(int(fields[1]), []).append(pid)
-    todo = [leader, *members]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in members:
-                members.add(child)
-                todo.append(child)
-    return {(pid, stats[pid][19]) for pid in members if pid in stats and stats[pid][0] != "Z"}
+    members: set[psutil.Process] = set()
+    for process in psutil.process_iter():
+        with contextlib.suppress(OSError, psutil.Error):
+            if os.getsid(process.pid) == leader:
+                members |= {process, *process.children(recursive=True)}
+    found = set()
+    for process in members:
+        with contextlib.suppress(psutil.Error):
+            if process.status() != psutil.STATUS_ZOMBIE:
+                found.add((process.pid, str(process.create_time())))
+    return found
 
 
 def signal_all(processes: set[tuple[int, str]], sig: signal.Signals) -> None:
@@ -179,6 +175,7 @@ class ModelServer:
         self.started: str | None = None  # the process's start time: with its pid, it names it
         self.seen: set[tuple[int, str]] = set()  # its processes and theirs, as last looked at
         self.terminated_at: float | None = None  # when it was asked to stop (monotonic)
+        self.last_exit: tuple[int, datetime] | None = None  # its last exit code and time, kept across restarts
 
     @property
     def address(self) -> str:
@@ -229,6 +226,7 @@ class ModelServer:
         delay = min(BACKOFF_MAX, BACKOFF_START * 2**self.restarts)
         self.restarts += 1
         self.exit_code = code
+        self.last_exit = (code, datetime.now(UTC))
         self.restart_at = now + delay
         self.state = FAILED
         self.message = self.tail()

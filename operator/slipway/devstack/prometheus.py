@@ -2,27 +2,22 @@
 
 The serving executor writes the scrape targets to `<workdir>/prometheus-targets.json` (file
 service discovery, the format `file_sd_configs` reads); Prometheus picks changes up by itself.
-Targets carry `namespace`, `isvc` and `pod` (the revision) as a Kubernetes service discovery
-would; `model` and `revision` come from the predictor's own metric labels.
+Targets carry `namespace`, `isvc` and `pod` as a Kubernetes service discovery would; `model` and
+`revision` come from the predictor's own metric labels.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import subprocess
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import yaml
+from prometheus_api_client import PrometheusConnect
 
+from ..controlplane.components import Component, healthy, start_all
 from ..controlplane.server import free_port
 from . import sysdeps
 
@@ -34,7 +29,7 @@ class ScrapeTarget(NamedTuple):
     address: str  # host:port
     namespace: str
     isvc: str
-    pod: str  # the revision name, as the pod's name carries it in a cluster
+    pod: str
 
 
 def targets_content(targets: Iterable[ScrapeTarget]) -> list[dict[str, Any]]:
@@ -82,70 +77,42 @@ class LocalPrometheus:
         self.targets_file = workdir / TARGETS_FILE
         self.port = port or free_port()
         self.scrape_interval = scrape_interval
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.component: Component | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     @property
-    def log_path(self) -> Path:
-        return self.workdir / "prometheus.log"
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.component.proc if self.component else None
 
     def start(self, timeout: float = 60) -> None:
-        binary = sysdeps.prometheus()
         (self.folder / "data").mkdir(parents=True, exist_ok=True)
         if not self.targets_file.exists():
             write_targets(self.targets_file, [])
         conf = self.folder / "prometheus.yml"
         conf.write_text(yaml.safe_dump(config(self.targets_file, self.scrape_interval), sort_keys=False))
-        log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(
-            [
-                str(binary),
-                f"--config.file={conf}",
-                f"--storage.tsdb.path={self.folder / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--web.enable-lifecycle",
-                "--log.level=warn",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while not self.ready():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self.proc.returncode}; see {self.log_path}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"prometheus was not ready within {timeout}s; see {self.log_path}")
-            time.sleep(0.2)
+        argv = [
+            str(sysdeps.prometheus()),
+            f"--config.file={conf}",
+            f"--storage.tsdb.path={self.folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--web.enable-lifecycle",
+            "--log.level=warn",
+        ]
+        self.component = Component("prometheus", argv, self.ready)
+        start_all([self.component], None, self.workdir, timeout)
 
     def ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+        return healthy(f"{self.url}/-/ready")
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM: Prometheus flushes its write-ahead log, so a restart keeps the data."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        if self.component is not None:
+            self.component.stop(timeout)
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         """An instant query's result vector (raises on an API error)."""
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        with urllib.request.urlopen(url, timeout=10) as response:
-            body = json.loads(response.read())
-        if body.get("status") != "success":
-            raise RuntimeError(f"prometheus query {promql!r} failed: {body}")
-        result: list[dict[str, Any]] = body["data"]["result"]
+        result: list[dict[str, Any]] = PrometheusConnect(self.url).custom_query(promql)
         return result

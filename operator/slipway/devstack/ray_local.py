@@ -12,6 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 from ..controlplane.server import free_port
 
 
@@ -106,9 +108,8 @@ class LocalRay:
 
 def _pids_mentioning(text: str) -> list[int]:
     found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if text.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-    return [pid for pid in found if pid != os.getpid()]
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if process.pid != os.getpid() and text in " ".join(process.cmdline()):
+                found.append(process.pid)
+    return found

@@ -159,18 +159,15 @@ class Executor:
         log.info("gateway on %s", self.nginx.url)
 
     def stop(self) -> None:
+        """Each server and what it started (Ray's processes) get the grace period, then SIGKILL."""
         servers = self.kubelet.stop()
         for server in servers:
             server.terminate()
-        deadline = time.monotonic() + STOP_GRACE
-        for server in servers:
-            # Each server and what it started (Ray's processes) get the grace period, then SIGKILL.
-            while not server.gone() and time.monotonic() < deadline:
+        for deadline in (time.monotonic() + STOP_GRACE, time.monotonic() + 2 * STOP_GRACE):
+            while not all(server.gone() for server in servers) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            server.kill()
-        for server in servers:
-            while not server.gone() and time.monotonic() < deadline + STOP_GRACE:
-                time.sleep(0.05)
+            for server in servers:
+                server.kill()
         self.nginx.stop()
         write_targets(self.workdir / TARGETS_FILE, [])
         self.pid_path.unlink(missing_ok=True)

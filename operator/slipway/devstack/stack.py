@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 
+import psutil
 import yaml
 
 from ..controlplane import ControlPlane
@@ -337,8 +338,4 @@ def down(workdir: Path, timeout: float = 90) -> int:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    return bool(psutil.pid_exists(pid))
