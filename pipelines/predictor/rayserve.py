@@ -391,7 +391,7 @@ def _core_processes_alive(processes: Sequence[Any]) -> bool:
 
 
 def _psutil() -> Any:
-    import psutil  # type: ignore[import-untyped]  # Ray ships a copy (ray/thirdparty_files)
+    import psutil  # a dependency of ours; Ray ships a copy too (ray/thirdparty_files)
 
     return psutil
 
