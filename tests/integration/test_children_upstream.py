@@ -130,6 +130,8 @@ CANARY = {
 }
 BLUE_GREEN = {"type": "BlueGreen", "blueGreen": {"previewWeight": 20, "scaleDownDelay": "60s"}}
 DIRECT = {"type": "Direct"}
+SHADOW_CANARY = {**CANARY, "canary": {**CANARY["canary"], "shadow": {"percent": 100, "duration": "60s"}}}
+SHADOW_BLUE_GREEN = {**BLUE_GREEN, "blueGreen": {**BLUE_GREEN["blueGreen"], "shadow": {"percent": 25}}}
 
 
 def md(**fields: Any) -> ModelDeploymentSpec:
@@ -244,6 +246,11 @@ def blue_green_switched(r: Rollout) -> bool:
     return r.status.stable_version == 2 and r.status.previous_version == 1 and r.weights() == {2: 100, 1: 0}
 
 
+def shadowing(r: Rollout) -> bool:
+    """The shadow stage with its mirror asked for: the route carries a RequestMirror filter."""
+    return bool(r.status.shadow_percent) and r.weights() == {1: 100, 2: 0}
+
+
 def direct_waiting_for_the_candidate(r: Rollout) -> bool:
     return r.status.candidate_version == 2 and r.weights() == {1: 100, 2: 0}
 
@@ -290,6 +297,15 @@ DEPLOYMENT_VARIANTS: dict[str, Variant] = {
     ),
     "gateway-blue-green-switched-old-warm": lambda ns: mid_rollout(
         "churn", ns, md(traffic="gateway", strategy=BLUE_GREEN), blue_green_switched
+    ),
+    "gateway-canary-shadow-mid-rollout": lambda ns: mid_rollout(
+        "churn", ns, md(traffic="gateway", strategy=SHADOW_CANARY), shadowing
+    ),
+    "gateway-blue-green-shadow-mid-rollout": lambda ns: mid_rollout(
+        "churn", ns, md(traffic="gateway", strategy=SHADOW_BLUE_GREEN), shadowing
+    ),
+    "gateway-long-names-shadow-mid-rollout": lambda ns: mid_rollout(
+        LONG, ns, md(traffic="gateway", strategy=SHADOW_CANARY, model="m" * 63), shadowing
     ),
     "gateway-direct-mid-rollout": lambda ns: mid_rollout(
         "churn", ns, md(traffic="gateway", strategy=DIRECT), direct_waiting_for_the_candidate, candidate_ready=False
@@ -358,6 +374,9 @@ def test_the_deployment_children_pass_kserves_and_the_gateway_apis_crds(
 ) -> None:
     children = DEPLOYMENT_VARIANTS[variant](namespace)
     assert kinds(children) == expected_kinds(variant), [c["metadata"]["name"] for c in children]
+    if "shadow" in variant:  # the variant tests what its name says: a route with the standard mirror
+        (rule,) = children[-1]["spec"]["rules"]
+        assert [f["type"] for f in rule["filters"]] == ["RequestMirror"]
     name = children[-1]["metadata"]["labels"]["slipway.dev/deployment"]
     code, output = dry_run(cluster, owned_by("ModelDeployment", name, namespace, children))
     assert code == 0, output

@@ -4,7 +4,8 @@ A control plane of its own records every request of the chart's ServiceAccount (
 audit log). The operator runs as that account with the chart's RBAC through each path that makes
 API calls: start-up and peering, a TrainingRun that succeeds (RayJob, version counter, ModelVersion)
 and one that fails and retries, a blue-green rollout whose old version is scaled down, a switch
-from gateway to kserve traffic (children deleted), and a namespaced operator. Then the set of
+from gateway to kserve traffic (children deleted), a TrainingSchedule whose retrained run succeeds
+and is pruned (runs created and deleted), and a namespaced operator. Then the set of
 (group, resource, verb) it used must equal the set the ClusterRole grants, and nothing was refused.
 On the way, a credential in its environment and in a referenced Secret never reaches its log.
 """
@@ -19,8 +20,10 @@ from typing import Any
 
 import pytest
 
+from slipway.api.resources import RETRAIN_ANNOTATION
 from slipway.controlplane import ControlPlane
 from slipway.devstack.cluster import install_crds
+from slipway.reconcile.trainingschedule import run_name
 from tests.support import (
     OPERATOR_USER,
     Cluster,
@@ -162,12 +165,31 @@ def exercise_rollout(cluster: Cluster, namespace: str) -> None:
         controllers.thread.join(timeout=5)
 
 
+def exercise_schedule(cluster: Cluster, namespace: str, artifacts: Path) -> None:
+    """A TrainingSchedule's retrain makes a run (create); its end beyond a history of 0 deletes it. The
+    model misses its gate, so no new version starts a rollout behind the test's back."""
+    template = training_run("template", artifacts)["spec"]
+    schedule = {
+        "apiVersion": "slipway.dev/v1alpha1",
+        "kind": "TrainingSchedule",
+        "metadata": {"name": "nightly", "annotations": {RETRAIN_ANNOTATION: "r1"}},
+        "spec": {"template": template, "successfulRunsHistoryLimit": 0, "failedRunsHistoryLimit": 0},
+    }
+    run = run_name("nightly", "manual", "r1")
+    write_manifest(artifacts, run, auc=0.5)
+    cluster.apply(namespace, schedule)
+    wait_for(lambda: f"{run}-0" in children(cluster, namespace, "ray.io", "v1", "rayjobs"), what="the scheduled run")
+    finish_job(cluster, namespace, f"{run}-0", succeeded=True)
+    wait_for(lambda: run not in children(cluster, namespace, "slipway.dev", "v1alpha1", "trainingruns"), what="pruned")
+
+
 def test_cluster_role_is_exactly_what_the_operator_calls(audited: Cluster, tmp_path: Path) -> None:
     cluster = audited
     cluster.start_operator(env={"SLIPWAY_LOG_LEVEL": "DEBUG", "AWS_SECRET_ACCESS_KEY": SENTINEL})
     training = new_namespace(cluster, "rbac-training")
     exercise_training(cluster, training, tmp_path)
     exercise_rollout(cluster, training)  # serves the versions the runs registered
+    exercise_schedule(cluster, training, tmp_path)
     assert cluster.operator is not None
     cluster.operator.stop()
 

@@ -262,3 +262,44 @@ def test_a_replica_change_mid_rollout_does_not_hold_the_candidate(
     wait_for(rescaled, what="version 2's InferenceService rescaled, its Deployment untouched")
     done = until(operator, namespace, "promoted", timeout=60, phase="Stable", stableVersion=2)
     assert [(h["version"], h["outcome"]) for h in done["history"]][-1] == (2, "Promoted")
+
+
+def test_shadow_mirrors_without_user_traffic_resumes_after_a_restart_then_walks_the_steps(
+    operator: Cluster, namespace: str, world: Controllers
+) -> None:
+    strategy = canary((50, "1s"))
+    strategy["canary"]["shadow"] = {"percent": 100, "duration": "20s"}
+    stable_on(operator, namespace, deployment(strategy))
+    operator.apply(namespace, version(2))
+    shadow = until(operator, namespace, "the shadow stage", candidateVersion=2, shadowPercent=100, canaryWeight=0)
+
+    def mirrored() -> dict[str, Any] | None:
+        route = operator.custom.get_namespaced_custom_object(*ROUTES[:2], namespace, ROUTES[2], "churn")
+        return route if route["spec"]["rules"][0].get("filters") else None
+
+    (rule,) = wait_for(mirrored, what="the route's mirror")["spec"]["rules"]
+    assert rule["filters"] == [
+        {
+            "type": "RequestMirror",
+            "requestMirror": {
+                "backendRef": {"group": "", "kind": "Service", "name": "churn-v2-predictor", "port": 80},
+                "percent": 100,
+            },
+        }
+    ]
+    assert weights(operator, namespace) == {"churn-v1-predictor": 100, "churn-v2-predictor": 0}
+    started = wait_for(lambda: status(operator, namespace).get("stepStartedAt"), what="the mirror in effect")
+    out = operator.kubectl("get", "md", "churn", "-n", namespace, "--no-headers").stdout.split()
+    assert out[4:7] == ["2", "0", "100"], out  # Candidate, Weight, Shadow
+    view = slipway(operator, namespace, "status", "churn")
+    assert "shadow:    100% mirrored to version 2" in view.stdout, view.stdout
+
+    assert operator.operator is not None
+    operator.operator.kill()  # mid-stage: the stage lives in the status alone
+    operator.start_operator()
+    resumed = until(operator, namespace, "still in shadow", shadowPercent=100, candidateVersion=2)
+    assert resumed["stepStartedAt"] == started and resumed["rolloutStartedAt"] == shadow["rolloutStartedAt"]
+    until(operator, namespace, "step 0 at 50%", timeout=60, step=0, canaryWeight=50)
+    assert "shadowPercent" not in status(operator, namespace)
+    wait_for(lambda: mirrored() is None, what="the mirror gone")
+    until(operator, namespace, "promoted", phase="Stable", stableVersion=2)

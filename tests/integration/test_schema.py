@@ -262,6 +262,31 @@ INVALID: list[Case] = [
         ],
     ),
     (
+        "shadow percent 0",
+        lambda: edit(MD, "spec.strategy.canary.shadow", {"percent": 0}),
+        ["spec.strategy.canary.shadow.percent", "greater than or equal to 1"],
+    ),
+    (
+        "shadow percent 101",
+        lambda: edit(MD, "spec.strategy.blueGreen.shadow", {"percent": 101}),
+        ["spec.strategy.blueGreen.shadow.percent", "less than or equal to 100"],
+    ),
+    (
+        "shadow duration not a duration",
+        lambda: edit(MD, "spec.strategy.canary.shadow", {"duration": "a minute"}),
+        ["spec.strategy.canary.shadow.duration", "duration"],
+    ),
+    (
+        "canary shadow with kserve traffic",
+        lambda: edit(edit(MD, "spec.traffic", "kserve"), "spec.strategy.canary.shadow", {"percent": 100}),
+        ["spec.strategy.canary.shadow", "not supported with traffic: kserve"],
+    ),
+    (
+        "blue-green shadow with kserve traffic",
+        lambda: edit(edit(MD, "spec.traffic", "kserve"), "spec.strategy.blueGreen.shadow", {}),
+        ["spec.strategy.blueGreen.shadow", "not supported with traffic: kserve"],
+    ),
+    (
         "zero batch size",
         lambda: edit(MD, "spec.predictor.batching", {"maxBatchSize": 0}),
         ["spec.predictor.batching.maxBatchSize", "greater than or equal to 1"],
@@ -347,6 +372,18 @@ def test_predictor_engines_are_accepted_with_their_defaults(cluster: Cluster, na
     for whole in (2, 2.0):  # above 1, whole CPUs pass however they are written
         code, output = apply(cluster, namespace, edit(ray, "spec.predictor.rayServe", {"cpusPerReplica": whole}))
         assert code == 0, output
+
+
+def test_a_shadow_stage_is_accepted_with_its_defaults(cluster: Cluster, namespace: str) -> None:
+    code, output = apply(cluster, namespace, edit(MD, "spec.strategy.canary.shadow", {}))
+    assert code == 0, output
+    stored = cluster.custom.get_namespaced_custom_object(
+        "slipway.dev", "v1alpha1", namespace, "modeldeployments", "churn"
+    )
+    assert stored["spec"]["strategy"]["canary"]["shadow"] == {"percent": 100, "duration": "60s"}
+    # Without spec.traffic admission cannot tell (the operator's default decides); the operator refuses it then.
+    code, output = apply(cluster, namespace, edit(edit(MD, "spec.traffic", ...), "spec.strategy.blueGreen.shadow", {}))
+    assert code == 0, output
 
 
 def test_model_deployment_spec_can_change(cluster: Cluster, namespace: str) -> None:

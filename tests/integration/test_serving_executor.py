@@ -246,6 +246,65 @@ def test_kserve_deploys_and_the_gateway_splits_traffic_by_weight(
     assert sample["metric"]["pod"] == pod.metadata.name
 
 
+def mirrored_route(name: str, weights: dict[str, int], mirror: str, percent: int) -> dict[str, Any]:
+    """A route as the operator writes it in a shadow stage: Gateway API's standard RequestMirror."""
+    route = httproute(name, weights)
+    target = {"name": f"{mirror}-predictor", "port": 80}
+    route["spec"]["rules"][0]["filters"] = [
+        {"type": "RequestMirror", "requestMirror": {"backendRef": target, "percent": percent}}
+    ]
+    return route
+
+
+def answered_by(gateway: str, host: str, n: int) -> collections.Counter[tuple[int, str]]:
+    """(status, the upstream nginx took the answer from) for `n` predict requests."""
+    body = json.dumps({"instances": [[3.0, 70.5]]}).encode()
+    seen: collections.Counter[tuple[int, str]] = collections.Counter()
+    for _ in range(n):
+        request = urllib.request.Request(f"{gateway}/v1/models/churn:predict", data=body, headers={"Host": host})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                seen[(response.status, response.headers.get("X-Slipway-Upstream", ""))] += 1
+        except urllib.error.HTTPError as error:
+            seen[(error.code, error.headers.get("X-Slipway-Upstream", ""))] += 1
+    return seen
+
+
+def test_a_request_mirror_sends_copies_while_every_answer_comes_from_the_primary(
+    stack: DevStack, api: client.ApiClient
+) -> None:
+    wait_for(lambda: ready(api, "churn-v1"), timeout=READY_TIMEOUT, what="churn-v1 Ready")
+    wait_for(lambda: ready(api, "churn-v2"), timeout=READY_TIMEOUT, what="churn-v2 Ready")
+    apply(stack, mirrored_route("shadow", {"churn-v1": 100, "churn-v2": 0}, "churn-v2", 100))
+    route = wait_for(lambda: route_in_effect(api, "shadow"), timeout=60, what="the mirrored route in effect")
+    (parent,) = route["status"]["parents"]
+    assert {c["type"]: c["status"] for c in parent["conditions"]} == {"Accepted": "True", "ResolvedRefs": "True"}
+    host = f"shadow.{NS}.example.com"
+    (v1_pod,) = pods(api, "churn-v1")
+    servers = {name: address_of(stack, api, f"churn-{name}") for name in ("v1", "v2")}
+    before = {name: served(address) for name, address in servers.items()}
+    assert answered_by(stack.gateway_url, host, 40) == {(200, f"{NS}.{v1_pod.metadata.name}"): 40}
+    assert served(servers["v1"]) == before["v1"] + 40
+    # The copies reach churn-v2's own server, counted by its own metrics (what analysis reads).
+    wait_for(lambda: served(servers["v2"]) == before["v2"] + 40, timeout=10, what="40 copies counted by churn-v2")
+
+    # Half the requests copied: about 40 of 80, every answer still churn-v1's.
+    apply(stack, mirrored_route("shadow", {"churn-v1": 100, "churn-v2": 0}, "churn-v2", 50))
+    wait_for(lambda: route_in_effect(api, "shadow"), timeout=60, what="the 50% mirror in effect")
+    before = {name: served(address) for name, address in servers.items()}
+    assert answered_by(stack.gateway_url, host, 80) == {(200, f"{NS}.{v1_pod.metadata.name}"): 80}
+    copies = wait_for(lambda: served(servers["v2"]) - before["v2"] >= 20 and served(servers["v2"]) - before["v2"])
+    assert copies <= 60, copies  # 40 expected; binomial sd about 4.5
+
+    # A mirror to a Service that does not exist: ResolvedRefs False; users are still answered.
+    apply(stack, mirrored_route("shadow", {"churn-v1": 100}, "churn-v9", 100))
+    route = wait_for(lambda: route_in_effect(api, "shadow"), timeout=60, what="the broken mirror in effect")
+    resolved = {c["type"]: c for c in route["status"]["parents"][0]["conditions"]}["ResolvedRefs"]
+    assert (resolved["status"], resolved["reason"]) == ("False", "BackendNotFound")
+    assert answered_by(stack.gateway_url, host, 5) == {(200, f"{NS}.{v1_pod.metadata.name}"): 5}
+    kubectl(stack.plane.assets.kubectl, stack.kubeconfig, "delete", "httproute", "-n", NS, "shadow")
+
+
 def test_a_new_template_rolls_out_a_new_pod_and_stops_the_old_process(
     stack: DevStack, api: client.ApiClient, models: dict[str, Path]
 ) -> None:

@@ -60,7 +60,7 @@ def test_every_spec_and_status_field_is_described_and_typed(kind: Any) -> None:
         (
             "ModelDeployment",
             "md",
-            ["Model", "Strategy", "Stable", "Candidate", "Weight", "Step", "Phase", "Reason", "Age"],
+            ["Model", "Strategy", "Stable", "Candidate", "Weight", "Shadow", "Step", "Phase", "Reason", "Age"],
         ),
     ],
 )

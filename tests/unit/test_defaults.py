@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from slipway.api.defaults import MissingField, OperatorDefaults
+from slipway.api.defaults import MissingField, OperatorDefaults, UnsupportedField
 from slipway.api.modeldeployment import ModelDeploymentSpec
 from slipway.api.trainingrun import TrainingRunSpec
 from tests.support import contract_manifests
@@ -61,6 +61,21 @@ def test_without_platform_values_traffic_is_gateway_and_prometheus_the_monitorin
     deployment = OperatorDefaults.from_env({}).deployment(ModelDeploymentSpec.model_validate(spec))
     assert deployment.traffic == "gateway"
     assert deployment.prometheus is not None and deployment.prometheus.url == "http://prometheus.monitoring:9090"
+
+
+@pytest.mark.parametrize("strategy", ["canary", "blueGreen"])
+def test_a_shadow_stage_under_the_kserve_default_is_refused_naming_the_field(strategy: str) -> None:
+    """Admission refuses shadow with traffic: kserve; with spec.traffic unset only the operator can."""
+    spec = copy.deepcopy(MD["spec"])
+    spec.pop("traffic", None)
+    spec["strategy"].setdefault(strategy, {}).update(shadow={"percent": 50})
+    if strategy == "blueGreen":
+        spec["strategy"]["canary"].pop("shadow", None)
+    with pytest.raises(UnsupportedField, match=rf"spec\.strategy\.{strategy}\.shadow .*kserve"):
+        OperatorDefaults.from_env(PLATFORM).deployment(ModelDeploymentSpec.model_validate(spec))
+    assert issubclass(UnsupportedField, MissingField)  # the handler reports it as an invalid spec
+    deployment = OperatorDefaults.from_env({}).deployment(ModelDeploymentSpec.model_validate(spec))
+    assert deployment.traffic == "gateway"
 
 
 def test_an_image_with_no_default_is_an_error_naming_the_field_and_the_value() -> None:

@@ -12,11 +12,14 @@ import pytest
 from slipway.devstack.gateway import (
     CONTROLLER_NAME,
     DEFAULT_HOST,
+    MIRROR_PATH,
+    Mirror,
     Settings,
     Target,
     attached_parents,
     config_version,
     render_config,
+    route_mirror,
     route_split,
     route_status,
     shares,
@@ -106,6 +109,57 @@ def test_a_hostname_that_could_inject_configuration_is_refused() -> None:
         render_config({"evil; }": [(A, 1)]}, SETTINGS)
 
 
+def test_a_mirror_copies_a_share_of_requests_and_the_answer_stays_the_primarys() -> None:
+    config = render_config(
+        {"churn.ml.example.com": [(A, 100), (B, 0)]},
+        SETTINGS,
+        {"churn.ml.example.com": Mirror([(B, 1)], 40), "other.ml.example.com": Mirror([(A, 1)], 100)},
+    )
+    assert "upstream ml.churn-v2-predictor-00001 { server 127.0.0.1:4002; keepalive 8; }" in config  # mirror only
+    # The main location answers from the primary alone; the mirror is a subrequest whose answer is dropped.
+    main = config.split("server_name churn.ml.example.com;")[1]
+    assert f"mirror {MIRROR_PATH};" in main and "mirror_request_body on;" in main
+    assert "proxy_pass http://ml.churn-v1-predictor-00001;" in main
+    assert 'split_clients "mirror${request_id}" $slipway_mirror_0 {' in config  # not the main split's key
+    assert "        60.00% status-204;\n        * ml.churn-v2-predictor-00001;" in config
+    assert f"location = {MIRROR_PATH} {{" in main and "internal;" in main
+    assert 'if ($slipway_mirror_0 = "status-204") { return 204; }' in main
+    assert "proxy_pass http://$slipway_mirror_0$request_uri;" in main and "proxy_read_timeout 5s;" in main
+    assert "other.ml.example.com" not in config  # a mirror without a route of its own is nothing
+    assert config.count("mirror /") == 1
+
+
+def test_a_mirror_of_everything_needs_no_skip_and_spreads_over_the_endpoints() -> None:
+    assert Mirror([(A, 1), (B, 1)], 100).shares() == [(A, "50.00%"), (B, "*")]
+    assert Mirror([(B, 1)], 25).shares() == [(Target.error(204), "75.00%"), (B, "*")]
+    assert Mirror([(Target.error(503), 1)], 50).shares() == [(Target.error(204), "50.00%"), (Target.error(503), "*")]
+    assert Mirror([(B, 1)], 0).shares() == [(Target.error(204), "*")]
+
+
+def test_no_mirror_leaves_the_configuration_as_it_was() -> None:
+    table = {"churn.ml.example.com": [(A, 90), (B, 10)]}
+    assert render_config(table, SETTINGS, {}) == render_config(table, SETTINGS)
+    assert "mirror" not in render_config(table, SETTINGS)
+
+
+def test_route_mirror_reads_the_request_mirror_filter() -> None:
+    obj = route({"churn-v1-predictor": 100, "churn-v2-predictor": 0})
+    assert route_mirror(obj, {}) == (None, [])
+    mirror: dict[str, Any] = {"backendRef": {"name": "churn-v2-predictor", "port": 80}, "percent": 30}
+    obj["spec"]["rules"][0]["filters"] = [{"type": "RequestMirror", "requestMirror": mirror}]
+    backends = {("ml", "churn-v1-predictor"): [A], ("ml", "churn-v2-predictor"): [B]}
+    assert route_mirror(obj, backends) == (Mirror([(B, 1.0)], 30.0), [])
+    del mirror["percent"]
+    assert route_mirror(obj, backends) == (Mirror([(B, 1.0)], 100.0), [])  # neither field: everything
+    mirror["fraction"] = {"numerator": 1, "denominator": 8}
+    assert route_mirror(obj, backends) == (Mirror([(B, 1.0)], 12.5), [])
+    assert route_mirror(obj, {("ml", "churn-v2-predictor"): []})[0] == Mirror([(Target.error(503), 1.0)], 12.5)
+    mirror["backendRef"]["name"] = "churn-v9-predictor"
+    found, unresolved = route_mirror(obj, backends)
+    assert found is None and [r for r, _ in unresolved] == ["BackendNotFound"]
+    assert "mirror backendRef churn-v9-predictor" in unresolved[0][1]
+
+
 def test_the_rendered_configuration_passes_nginx_t(tmp_path: Path) -> None:
     """nginx itself accepts what we render (skipped where no nginx can be fetched)."""
     from slipway.devstack import sysdeps
@@ -122,8 +176,13 @@ def test_the_rendered_configuration_passes_nginx_t(tmp_path: Path) -> None:
         "broken.ml.example.com": [(A, 50), (Target.error(500), 50)],
         DEFAULT_HOST: [(Target.error(503), 1)],
     }
+    mirrors = {
+        "churn-v1.ml.example.com": Mirror([(B, 1)], 30),
+        "churn.ml.example.com": Mirror([(A, 1), (B, 1)], 100),
+        DEFAULT_HOST: Mirror([(Target.error(503), 1)], 50),
+    }
     conf = tmp_path / "nginx.conf"
-    conf.write_text(render_config(table, Settings(tmp_path, 18080)))
+    conf.write_text(render_config(table, Settings(tmp_path, 18080), mirrors))
     result = subprocess.run(
         [str(nginx), "-t", "-p", f"{tmp_path}/", "-c", str(conf), "-e", str(tmp_path / "error.log")],
         capture_output=True,

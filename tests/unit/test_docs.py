@@ -12,7 +12,7 @@ import pytest
 from slipway.api.crds import KINDS, Kind, crd
 from slipway.api.docs import DEFAULT_API_MD, fields, render_api_md, write_api_md
 from slipway.cli.main import main
-from slipway.cli.plugin import ACTIONS
+from slipway.cli.plugin import ACTIONS, SCHEDULE_ACTIONS
 from slipway.reconcile import reasons
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,7 +121,7 @@ def test_every_make_target_shown_exists() -> None:
 
 
 def test_every_slipway_command_shown_exists() -> None:
-    verbs = {*ACTIONS, "status"}
+    verbs = {*ACTIONS, *SCHEDULE_ACTIONS, "status"}
     for name, text in _pages().items():
         code = _code(text)
         for found in re.findall(r"kubectl slipway(?: -n \S+)* ([a-z|]+)", code):

@@ -18,7 +18,7 @@ import pytest
 from slipway.api.modeldeployment import AnalysisResult, ModelDeploymentSpec, ModelDeploymentStatus
 from slipway.api.modelversion import ModelVersionSpec
 from slipway.api.resources import DEPLOYMENT_LABEL, MODEL_LABEL, VERSION_LABEL
-from slipway.builders.httproute import Routing, build_httproute, route_in_effect, route_weights
+from slipway.builders.httproute import Routing, build_httproute, route_in_effect, route_mirrors, route_weights
 from slipway.builders.inferenceservice import build_inferenceservice
 from slipway.reconcile import reasons
 from slipway.reconcile.analysis import judge
@@ -485,6 +485,75 @@ def test_blue_green_under_gateway_traffic_keeps_the_old_version_routable_for_the
     assert cluster.status.stable_version == 1
     cluster.tick()
     assert cluster.status.phase == "Degraded"
+
+
+SHADOW_CANARY = {**CANARY, "canary": {**CANARY["canary"], "shadow": {"percent": 40, "duration": "60s"}}}
+
+
+def mirror_filters(cluster: Cluster) -> list[dict[str, Any]]:
+    assert cluster.route is not None
+    return list(cluster.route["spec"]["rules"][0].get("filters", []))
+
+
+def test_gateway_shadow_mirrors_with_the_standard_filter_then_splits() -> None:
+    cluster = established(md(strategy=SHADOW_CANARY), [mv(1), mv(2)])
+    cluster.tick()
+    assert cluster.status.shadow_percent == 0 and mirror_filters(cluster) == []  # not ready: no mirror yet
+    cluster.ready.add(2)
+    cluster.tick()
+    assert cluster.backends() == {"churn-v1-predictor": 100, "churn-v2-predictor": 0}
+    assert mirror_filters(cluster) == [
+        {
+            "type": "RequestMirror",
+            "requestMirror": {
+                "backendRef": {"kind": "Service", "name": "churn-v2-predictor", "port": 80},
+                "percent": 40,
+            },
+        }
+    ]
+    assert cluster.route is not None and route_mirrors(cluster.route) == {"churn-v2-predictor": 40}
+    cluster.tick()
+    assert cluster.status.step_started_at == rfc3339(cluster.now)  # the accepted route mirrors: it started
+    cluster.until(lambda c: c.status.shadow_percent is None)
+    assert cluster.backends() == {"churn-v1-predictor": 90, "churn-v2-predictor": 10} and mirror_filters(cluster) == []
+    cluster.until(lambda c: c.status.stable_version == 2)
+
+
+def test_gateway_shadow_failure_takes_the_mirror_away_and_never_splits() -> None:
+    cluster = established(md(strategy=SHADOW_CANARY), [mv(1), mv(2)])
+    cluster.ready.add(2)
+    cluster.verdict = "Failed"
+    seen: set[int] = set()
+    while cluster.status.phase != "Degraded":
+        cluster.tick()
+        seen.add(cluster.backends().get("churn-v2-predictor", 0))
+    assert seen == {0} and mirror_filters(cluster) == []
+    assert "shadow: error-rate" in cluster.status.message
+
+
+def test_a_shadow_stage_waits_for_the_gateway_to_accept_the_mirror() -> None:
+    cluster = established(md(strategy=SHADOW_CANARY), [mv(1), mv(2)])
+    cluster.ready.add(2)
+    cluster.gateway_up = False
+    for _ in range(120):
+        cluster.tick()
+    assert cluster.status.shadow_percent == 40 and cluster.status.step_started_at is None
+    cluster.gateway_up = True
+    cluster.until(lambda c: c.status.stable_version == 2)
+
+
+@pytest.mark.parametrize(
+    ("mirror", "percent"),
+    [({}, 100), ({"percent": 25}, 25), ({"fraction": {"numerator": 1, "denominator": 4}}, 25)],
+    ids=["unset", "percent", "fraction"],
+)
+def test_route_mirrors_read_percent_or_fraction(mirror: dict[str, Any], percent: int) -> None:
+    route = build_httproute("churn", "ml", "churn", {"churn-v1": 100, "churn-v2": 0}, ROUTING, ("churn-v2", 50))
+    route["spec"]["rules"][0]["filters"][0]["requestMirror"] = {"backendRef": {"name": "churn-v2-predictor"}, **mirror}
+    assert route_mirrors(route) == {"churn-v2-predictor": percent}
+    isvcs = {"churn-v1": isvc(1, True), "churn-v2": isvc(2, True)}
+    seen = observe("churn", "ml", md(), 1, Observed(isvcs, accepted(route)), ROUTING)
+    assert seen.mirrored == {2: percent} and seen.applied == {1: 100, 2: 0}
 
 
 def test_commands_reach_the_engine() -> None:

@@ -67,16 +67,14 @@ def canary(
     failure_limit: int = 1,
     metrics: list[dict[str, Any]] | None = None,
     deadline: str = "600s",
+    shadow: dict[str, Any] | None = None,
 ) -> ModelDeploymentSpec:
     steps = steps or ((10, "60s"), (50, "120s"))
     analysis = {"interval": interval, "failureLimit": failure_limit, "metrics": METRICS if metrics is None else metrics}
-    return spec_of(
-        {
-            "type": "Canary",
-            "progressDeadline": deadline,
-            "canary": {"steps": [{"weight": w, "pause": p} for w, p in steps], "analysis": analysis},
-        }
-    )
+    settings: dict[str, Any] = {"steps": [{"weight": w, "pause": p} for w, p in steps], "analysis": analysis}
+    if shadow is not None:
+        settings["shadow"] = shadow
+    return spec_of({"type": "Canary", "progressDeadline": deadline, "canary": settings})
 
 
 def blue_green(
@@ -86,9 +84,12 @@ def blue_green(
     interval: str = "30s",
     failure_limit: int = 1,
     metrics: list[dict[str, Any]] | None = None,
+    shadow: dict[str, Any] | None = None,
 ) -> ModelDeploymentSpec:
     analysis = {"interval": interval, "failureLimit": failure_limit, "metrics": METRICS if metrics is None else metrics}
     settings = {"previewWeight": preview, "autoPromote": auto, "scaleDownDelay": delay, "analysis": analysis}
+    if shadow is not None:
+        settings["shadow"] = shadow
     return spec_of({"type": "BlueGreen", "blueGreen": settings})
 
 
@@ -143,7 +144,9 @@ class World:
     status: ModelDeploymentStatus = field(default_factory=ModelDeploymentStatus)
     restored: ModelDeploymentStatus = field(default_factory=ModelDeploymentStatus)  # restarted every tick
     applied: dict[int, int] | None = None
+    mirrored: dict[int, int] = field(default_factory=dict)  # the mirror the gateway applied, with `applied`
     traffic: Traffic | None = None
+    user_weight_during_shadow: bool = False  # the candidate ever had user traffic in its shadow stage
     ever_ready: set[int] = field(default_factory=set)
     measured: list[datetime] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
@@ -170,7 +173,7 @@ class World:
             analysis = measurement(self.spec, verdicts, rfc3339(self.now))
             self.measured.append(self.now)
         applied = None if self.applied is None else dict(self.applied)
-        observation = Observation(self.target, endpoints, applied, analysis, self.commands)
+        observation = Observation(self.target, endpoints, applied, analysis, self.commands, dict(self.mirrored))
         before = dump(self.status)
         decision = advance(self.spec, self.generation, self.status, observation, self.now)
         assert dump(self.status) == before, "advance must not change the status it was given"
@@ -181,6 +184,10 @@ class World:
         self.status, self.restored, self.traffic = decision.status, through_json(twin.status), decision.traffic
         if self.gateway_up:
             self.applied = decision.traffic.weights()
+            traffic = decision.traffic
+            self.mirrored = {traffic.candidate: traffic.mirror} if traffic.mirror and traffic.candidate else {}
+        if decision.status.shadow_percent is not None and decision.traffic.candidate is not None:
+            self.user_weight_during_shadow |= self.weights().get(decision.traffic.candidate, 0) > 0
         self.events += decision.events
         if not self.phases or self.phases[-1] != decision.status.phase:
             self.phases.append(decision.status.phase)
@@ -226,6 +233,15 @@ def check_invariants(world: World, decision: Decision) -> None:
         assert traffic.candidate in world.ever_ready, f"traffic on unready version {traffic.candidate}"
     if st.rolled_back_version is not None:
         assert weights.get(st.rolled_back_version, 0) == 0
+    if st.shadow_percent is not None:  # the shadow stage: no user traffic on the candidate
+        assert st.candidate_version is not None and st.stable_version is not None
+        assert weights[st.candidate_version] == 0 and traffic.mirror == st.shadow_percent
+    if traffic.mirror:
+        # Mirrored traffic too goes only to a candidate that was ready, beside a stable version.
+        assert traffic.candidate in world.ever_ready and traffic.stable is not None
+        assert 1 <= traffic.mirror <= 100 and weights[traffic.candidate] == 0
+    else:
+        assert not st.shadow_percent
     assert st.stable_version is None or st.stable_version != st.candidate_version
     if st.phase in ("Progressing", "Paused"):
         assert st.candidate_version is not None
@@ -1148,10 +1164,257 @@ def test_fewer_steps_edited_in_mid_rollout_promote_after_the_last_one() -> None:
     world.until(promoted(2))
 
 
+# == shadow ============================================================================================
+SHADOW = {"percent": 100, "duration": "60s"}
+
+
+def in_shadow(world: World) -> bool:
+    return world.st.shadow_percent is not None
+
+
+def test_canary_shadow_mirrors_without_user_traffic_then_walks_the_steps() -> None:
+    world = serving(canary((10, "60s"), (50, "60s"), shadow={"percent": 50, "duration": "60s"}))
+    world.target = 2
+    world.tick()
+    assert world.st.shadow_percent == 0 and world.traffic is not None and world.traffic.mirror == 0  # not ready
+    world.ready.add(2)
+    world.tick()  # ready: the mirror is asked for, still no user traffic
+    assert world.st.shadow_percent == 50 and world.weights() == {1: 100, 2: 0}
+    assert world.traffic is not None and world.traffic.mirror == 50
+    assert world.st.step_started_at is None and "shadow: mirroring 50%" in world.st.message
+    world.tick()  # the gateway mirrors now: the stage starts
+    start = world.now
+    assert world.st.step_started_at == rfc3339(start) and "shadow: 50% mirrored to version 2" in world.st.message
+    world.until(lambda w: not in_shadow(w))
+    assert world.now == start + timedelta(seconds=60)
+    assert world.measured == [start + timedelta(seconds=30), start + timedelta(seconds=60)]
+    assert world.reasons()[-1] == reasons.SHADOW_PASSED
+    assert world.st.canary_weight == 10 and world.st.step == 0 and world.weights() == {1: 90, 2: 10}
+    assert world.traffic is not None and world.traffic.mirror == 0
+    world.until(promoted(2))
+    assert world.reasons() == [reasons.ROLLOUT_STARTED, reasons.SHADOW_PASSED, reasons.STEP_ADVANCED, reasons.PROMOTED]
+    assert not world.user_weight_during_shadow
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [canary(shadow=SHADOW, failure_limit=0), blue_green(preview=20, shadow=SHADOW, failure_limit=0)],
+    ids=["Canary", "BlueGreen"],
+)
+def test_a_failure_in_shadow_rolls_back_before_any_user_traffic(spec: ModelDeploymentSpec) -> None:
+    world = serving(spec, verdict={"error-rate": "Failed"})
+    world.target = 2
+    world.ready.add(2)
+    world.until(world.phase_is("RollingBack"))
+    st = world.st
+    assert st.reason == reasons.ANALYSIS_FAILED and st.shadow_percent is None
+    assert "shadow: error-rate" in st.message and st.history[-1].reason.startswith("AnalysisFailed: shadow: error-rate")
+    assert world.weights() == {1: 100, 2: 0} and world.traffic is not None and world.traffic.mirror == 0
+    assert not world.user_weight_during_shadow and len(world.measured) == 1
+    world.tick()
+    assert world.st.phase == "Degraded"
+
+
+def test_inconclusive_in_shadow_holds_it_and_never_passes() -> None:
+    world = serving(canary(shadow=SHADOW), verdict="Inconclusive")
+    world.target = 2
+    world.ready.add(2)
+    world.wait(600)
+    st = world.st
+    assert st.shadow_percent == 100 and st.phase == "Progressing" and st.reason == reasons.ANALYSIS_INCONCLUSIVE
+    assert st.analysis_inconclusive == len(world.measured) > 10 and world.weights() == {1: 100, 2: 0}
+    assert "holding" in st.message and reasons.SHADOW_PASSED not in world.reasons()
+    world.verdict = "Passed"
+    world.until(lambda w: not in_shadow(w))
+    assert world.weights() == {1: 90, 2: 10}
+
+
+def test_shadow_without_metrics_passes_on_its_duration() -> None:
+    world = serving(canary((10, "10s"), metrics=[], shadow={"duration": "45s"}))
+    world.target = 2
+    world.ready.add(2)
+    world.until(lambda w: w.st.step_started_at is not None)
+    start = world.now
+    world.until(lambda w: not in_shadow(w))
+    assert world.now == start + timedelta(seconds=45) and world.measured == []
+    assert world.traffic is not None and world.traffic.mirror == 0 and world.st.canary_weight == 10
+
+
+def test_the_shadow_stage_starts_only_once_the_mirror_is_in_effect() -> None:
+    world = serving(canary(shadow=SHADOW))
+    world.gateway_up = False
+    world.target = 2
+    world.ready.add(2)
+    world.wait(120)
+    assert world.st.step_started_at is None and world.measured == [] and in_shadow(world)
+    world.gateway_up = True
+    world.tick()
+    world.tick()
+    assert world.st.step_started_at == rfc3339(world.now)
+    # The gateway reverts the mirror (the route lost, say): the stage starts over once it is back.
+    world.mirrored = {}
+    world.gateway_up = False
+    world.tick()
+    assert world.st.step_started_at is None
+    world.gateway_up = True
+    world.until(lambda w: not in_shadow(w))
+
+
+def test_blue_green_shadow_with_no_preview_is_the_preview_then_switches() -> None:
+    world = serving(blue_green(preview=0, shadow=SHADOW))
+    world.target = 2
+    world.ready.add(2)
+    world.until(lambda w: w.st.step_started_at is not None)
+    start = world.now
+    world.until(promoted(2))
+    assert world.now == start + timedelta(seconds=60) and len(world.measured) == 2
+    assert world.reasons() == [reasons.ROLLOUT_STARTED, reasons.SHADOW_PASSED, reasons.PROMOTED]
+    assert world.weights() == {2: 100, 1: 0} and world.traffic is not None and world.traffic.mirror == 0
+    assert not world.user_weight_during_shadow
+
+
+def test_blue_green_shadow_then_preview_then_switch() -> None:
+    world = serving(blue_green(preview=20, shadow=SHADOW))
+    world.target = 2
+    world.ready.add(2)
+    world.until(lambda w: w.st.step_started_at is not None)
+    world.until(lambda w: not in_shadow(w))
+    assert world.weights() == {1: 80, 2: 20} and "preview" in world.st.message
+    world.tick()
+    start = world.now
+    world.until(promoted(2))
+    assert world.now == start + timedelta(seconds=30)
+
+
+def test_blue_green_shadow_awaiting_promotion_keeps_mirroring_and_guarding() -> None:
+    verdicts = iter(["Passed", "Passed", "Passed", "Failed"])
+    world = serving(blue_green(preview=0, auto=False, failure_limit=0, shadow=SHADOW), verdict=lambda w: next(verdicts))
+    world.target = 2
+    world.ready.add(2)
+    world.until(world.phase_is("Paused"))
+    assert world.st.reason == reasons.AWAITING_PROMOTION and world.st.shadow_percent == 100
+    assert world.traffic is not None and world.traffic.mirror == 100 and world.weights() == {1: 100, 2: 0}
+    world.until(world.phase_is("RollingBack"))  # the mirror kept feeding analysis: a failure still ends it
+    assert world.reasons().count(reasons.SHADOW_PASSED) == 1 and world.reasons().count(reasons.AWAITING_PROMOTION) == 1
+    assert "shadow: error-rate" in world.st.message
+
+
+def test_pause_in_shadow_keeps_the_mirror_and_resume_restarts_the_stage() -> None:
+    world = serving(canary(shadow=SHADOW))
+    world.target = 2
+    world.ready.add(2)
+    world.until(lambda w: w.st.step_started_at is not None)
+    world.wait(40)
+    world.commands = Commands(paused=True)
+    world.wait(300)
+    assert world.st.phase == "Paused" and world.st.shadow_percent == 100
+    assert world.traffic is not None and world.traffic.mirror == 100
+    world.commands = Commands()
+    world.tick()
+    start = world.now
+    assert world.st.step_started_at == rfc3339(start) and reasons.RESUMED in world.reasons()
+    world.until(lambda w: not in_shadow(w))
+    assert world.now == start + timedelta(seconds=60)
+
+
+def test_a_promote_or_abort_in_shadow_ends_the_stage() -> None:
+    world = serving(canary(shadow=SHADOW))
+    world.target = 2
+    world.ready.add(2)
+    world.until(lambda w: w.st.step_started_at is not None)
+    world.commands = Commands(promote="p1")
+    world.tick()
+    assert world.st.phase == "Stable" and world.st.shadow_percent is None and world.weights() == {2: 100, 1: 0}
+    world = serving(canary(shadow=SHADOW))
+    world.target = 2
+    world.ready.add(2)
+    world.until(lambda w: w.st.step_started_at is not None)
+    world.commands = Commands(abort="a1")
+    world.tick()
+    assert world.st.phase == "Degraded" and world.st.shadow_percent is None  # 0% on it already
+    assert world.st.reason == reasons.ABORTED and world.traffic is not None and world.traffic.mirror == 0
+
+
+def test_shadow_taken_out_of_the_spec_mid_stage_goes_on_to_the_steps() -> None:
+    world = serving(canary((10, "10s"), shadow=SHADOW))
+    world.target = 2
+    world.ready.add(2)
+    world.until(lambda w: w.st.step_started_at is not None)
+    world.spec, world.generation = canary((10, "10s")), world.generation + 1
+    world.tick()
+    assert world.st.shadow_percent is None and world.st.canary_weight == 10
+    world.until(promoted(2))
+    assert reasons.SHADOW_PASSED not in world.reasons()
+
+
+def test_a_percent_edited_mid_shadow_restarts_the_stage_at_the_new_mirror() -> None:
+    world = serving(canary(shadow=SHADOW))
+    world.target = 2
+    world.ready.add(2)
+    world.until(lambda w: w.st.step_started_at is not None)
+    world.wait(40)
+    world.spec, world.generation = canary(shadow={"percent": 10, "duration": "60s"}), world.generation + 1
+    world.tick()
+    assert world.st.shadow_percent == 10 and world.st.step_started_at is None
+    world.tick()
+    start = world.now
+    world.until(lambda w: not in_shadow(w))
+    assert world.now == start + timedelta(seconds=60)
+
+
+def test_an_operator_restart_mid_shadow_resumes_the_stage() -> None:
+    """The World already restarts a twin every tick; here a whole new World takes over the status."""
+    world = serving(canary(shadow=SHADOW))
+    world.target = 2
+    world.ready.add(2)
+    world.until(lambda w: w.st.step_started_at is not None)
+    started = world.st.step_started_at
+    world.wait(35)
+    assert len(world.measured) == 1
+    restored = through_json(world.st)
+    assert restored.shadow_percent == 100 and restored.step_started_at == started
+    later = World(
+        world.spec,
+        target=2,
+        now=world.now,
+        ready={1, 2},
+        status=restored,
+        restored=restored,
+        applied=world.applied,
+        mirrored=dict(world.mirrored),
+        ever_ready={1, 2},
+    )
+    later.tick()
+    assert later.st.step_started_at == started and later.st.shadow_percent == 100  # not started over
+    later.until(lambda w: not in_shadow(w))
+    assert later.now == parse(started) + timedelta(seconds=60)
+
+
+def test_a_first_version_and_direct_have_no_shadow_stage() -> None:
+    world = World(canary(shadow=SHADOW), target=1, ready={1})
+    world.until(world.phase_is("Stable"))
+    assert reasons.SHADOW_PASSED not in world.reasons()
+    strategy = {"type": "Direct", "canary": {"steps": [{"weight": 10}], "shadow": SHADOW}}
+    world = serving(spec_of(strategy))
+    world.target = 2
+    world.ready.add(2)
+    world.until(promoted(2))
+    assert world.st.shadow_percent is None and reasons.SHADOW_PASSED not in world.reasons()
+
+
+def parse(stamp: str | None) -> datetime:
+    assert stamp is not None
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
 STRATEGIES = {
     "Canary": lambda: canary((10, "20s"), (50, "20s"), interval="10s", failure_limit=1, deadline="120s"),
     "BlueGreen": lambda: blue_green(preview=20, interval="10s", delay="60s"),
     "BlueGreenManual": lambda: blue_green(preview=0, auto=False, interval="10s", delay="60s"),
+    "CanaryShadow": lambda: canary(
+        (10, "20s"), interval="10s", deadline="120s", shadow={"percent": 30, "duration": "20s"}
+    ),
+    "BlueGreenShadow": lambda: blue_green(preview=0, auto=False, interval="10s", delay="60s", shadow=SHADOW),
     "Direct": lambda: direct(deadline="60s"),
 }
 

@@ -49,11 +49,15 @@ def cel(*entries: dict[str, str]) -> ConfigDict:
 
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# The longest duration there is: 100 years, which no pause, deadline or delay outlasts. The schema
+# allows 31 digits, and a datetime plus a timedelta of that many hours overflows (OverflowError).
+MAX_DURATION_SECONDS = 100 * 365 * 24 * 3600.0
 
 
 def seconds(duration: str) -> float:
-    """A duration the schema accepted (e.g. 1m30s, 500ms) in seconds."""
-    return sum(float(n) * _DURATION_UNITS[unit] for n, unit in re.findall(r"([0-9.]+)(ms|s|m|h)", duration))
+    """A duration the schema accepted (e.g. 1m30s, 500ms) in seconds, at most MAX_DURATION_SECONDS."""
+    total = sum(float(n) * _DURATION_UNITS[unit] for n, unit in re.findall(r"([0-9.]+)(ms|s|m|h)", duration))
+    return min(total, MAX_DURATION_SECONDS)
 
 
 def duration_rule(field: str) -> dict[str, Any]:

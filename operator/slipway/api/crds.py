@@ -18,6 +18,7 @@ from .base import object_name_rule
 from .modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from .modelversion import ModelVersionSpec, ModelVersionStatus
 from .trainingrun import TrainingRunSpec, TrainingRunStatus
+from .trainingschedule import SCHEDULE_NAME_LIMIT, TrainingScheduleSpec, TrainingScheduleStatus
 
 CATEGORY = "slipway"
 MODEL_DEPLOYMENT_NAME_LIMIT = 63 - len("-v999999-predictor")
@@ -105,6 +106,7 @@ KINDS: list[Kind] = [
             _column("Stable", ".status.stableVersion", "integer"),
             _column("Candidate", ".status.candidateVersion", "integer"),
             _column("Weight", ".status.canaryWeight", "integer", "Traffic percent on the candidate"),
+            _column("Shadow", ".status.shadowPercent", "integer", "Percent mirrored to the candidate (shadow)"),
             _column("Step", ".status.step", "integer", "Current canary step (from 0)"),
             _column("Phase", ".status.phase"),
             _column("Reason", ".status.reason"),
@@ -115,6 +117,28 @@ KINDS: list[Kind] = [
         selectable_fields=[".spec.model"],
         # <name>-v<N>-predictor (KServe's Service) must stay a 63-character label up to v999999.
         rules=[object_name_rule("KServe's InferenceServices", MODEL_DEPLOYMENT_NAME_LIMIT)],
+    ),
+    Kind(
+        kind="TrainingSchedule",
+        plural="trainingschedules",
+        short_names=["ts"],
+        spec=TrainingScheduleSpec,
+        status=TrainingScheduleStatus,
+        description="Makes TrainingRuns from a template on a cron schedule, on input drift, or on request.",
+        columns=[
+            _column("Model", ".spec.template.model"),
+            _column("Schedule", ".spec.schedule"),
+            _column("Suspend", ".spec.suspend", "boolean"),
+            _column("Last-Trigger", ".status.lastTrigger.type", description="cron, drift or manual"),
+            _column("Triggered", ".status.lastTrigger.time", "date", "When the last run was made"),
+            _column("Last-Version", ".status.lastSuccessfulRun.modelVersion", description="Of the newest success"),
+            AGE,
+            _column("Last-Run", ".status.lastTrigger.run", priority=1),
+            _column("Next", ".status.nextScheduleTime", priority=1, description="The next cron time"),
+        ],
+        selectable_fields=[".spec.template.model"],
+        # Its runs are named <name>-<trigger>-<id>, and a TrainingRun's name is at most 63.
+        rules=[object_name_rule("its TrainingRuns' names", SCHEDULE_NAME_LIMIT)],
     ),
 ]
 

@@ -33,6 +33,11 @@ class MissingField(ValueError):
     """A required field is unset and the operator has no default for it; the message names both."""
 
 
+class UnsupportedField(MissingField):
+    """A field set that the operator's defaults cannot serve (a shadow stage with traffic: kserve as
+    the operator's default, which admission cannot see); the message names the field."""
+
+
 class OperatorDefaults(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -65,10 +70,21 @@ class OperatorDefaults(BaseModel):
             raise MissingField(
                 "spec.predictor.image is not set and the operator has no default predictor image (images.predictor)"
             )
+        traffic = spec.traffic or self.traffic
+        canary = spec.strategy.canary
+        for field, shadow in (
+            ("canary", canary.shadow if canary else None),
+            ("blueGreen", spec.strategy.blue_green.shadow),
+        ):
+            if shadow is not None and traffic == "kserve":
+                raise UnsupportedField(
+                    f"spec.strategy.{field}.shadow needs traffic: gateway, and spec.traffic is unset while the "
+                    "operator's default is kserve (traffic.backend), which cannot mirror requests"
+                )
         return spec.model_copy(
             update={
                 "predictor": spec.predictor.model_copy(update={"image": image}),
-                "traffic": spec.traffic or self.traffic,
+                "traffic": traffic,
                 "prometheus": spec.prometheus or Prometheus(url=self.prometheus_url),
             }
         )

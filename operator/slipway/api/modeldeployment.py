@@ -232,6 +232,20 @@ class Analysis(ApiModel):
     )
 
 
+class Shadow(ApiModel):
+    """A stage before any user sees the candidate: it gets a mirrored copy of live requests, and its
+    answers are thrown away, while analysis judges it on its own series as usual."""
+
+    percent: int = Field(100, ge=1, le=100, description="Percent of live requests mirrored to the candidate (1..100).")
+    duration: str = Field(
+        "60s",
+        description="How long the shadow stage lasts at least; with metrics, it also needs a passing "
+        "measurement whose window lies inside it.",
+        max_length=32,
+        json_schema_extra=duration_rule("shadow.duration"),
+    )
+
+
 class Canary(ApiModel):
     steps: list[CanaryStep] = Field(
         description="Weighted steps; weights strictly increasing in 1..100.",
@@ -245,6 +259,11 @@ class Canary(ApiModel):
         ),
     )
     analysis: Analysis = Field(default_factory=Analysis, description="Analysis run before each step advances.")
+    shadow: Shadow | None = Field(
+        None,
+        description="A shadow stage before the first step: the candidate gets no user traffic and a mirror of "
+        "shadow.percent of it, whose answers are discarded. Needs traffic: gateway.",
+    )
 
 
 class BlueGreen(ApiModel):
@@ -257,6 +276,12 @@ class BlueGreen(ApiModel):
         json_schema_extra=duration_rule("scaleDownDelay"),
     )
     analysis: Analysis = Field(default_factory=Analysis, description="Analysis run before the switch.")
+    shadow: Shadow | None = Field(
+        None,
+        description="A shadow stage before the preview (or, with previewWeight 0, instead of it): the candidate "
+        "gets no user traffic and a mirror of shadow.percent of it, whose answers are discarded. Needs "
+        "traffic: gateway.",
+    )
 
 
 class Strategy(ApiModel):
@@ -279,8 +304,22 @@ class Strategy(ApiModel):
     blue_green: BlueGreen = Field(default_factory=BlueGreen, description="Blue-green settings.")
 
 
+def _no_shadow_with_kserve(strategy: str) -> dict[str, str]:
+    """KServe's canaryTrafficPercent has no mirroring: a shadow stage needs the Gateway API's."""
+    return rule(
+        "!has(self.traffic) || self.traffic != 'kserve' || !has(self.strategy) "
+        f"|| !has(self.strategy.{strategy}) "
+        f"|| !has(self.strategy.{strategy}.shadow)",
+        f"spec.strategy.{strategy}.shadow is not supported with traffic: kserve (KServe cannot mirror "
+        "requests); use traffic: gateway",
+        f".strategy.{strategy}.shadow",
+    )
+
+
 class ModelDeploymentSpec(ApiModel):
     """Which model to serve, on which predictor, and how a new version of it is rolled out."""
+
+    model_config = cel(_no_shadow_with_kserve("canary"), _no_shadow_with_kserve("blueGreen"))
 
     model: str = Field(
         description="Model name (a DNS-1123 label) whose ModelVersions are served.",
@@ -347,6 +386,11 @@ class ModelDeploymentStatus(StatusModel):
     stable_version: int | None = Field(None, description="The version serving (most) traffic.")
     candidate_version: int | None = Field(None, description="The version being rolled out.")
     canary_weight: int = Field(0, description="Traffic percent on the candidate.")
+    shadow_percent: int | None = Field(
+        None,
+        description="Set during the candidate's shadow stage: the percent of requests mirrored to it (0 until "
+        "it is ready); its answers are discarded.",
+    )
     step: int | None = Field(None, description="Current canary step (from 0).")
     url: str = Field("", description="The endpoint URL.")
     analysis: list[AnalysisResult] = Field(default_factory=list, description="The last analysis results.")

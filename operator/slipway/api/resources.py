@@ -26,6 +26,7 @@ class Resource(NamedTuple):
 TRAINING_RUNS = Resource(GROUP, VERSION, "trainingruns", "TrainingRun")
 MODEL_VERSIONS = Resource(GROUP, VERSION, "modelversions", "ModelVersion")
 MODEL_DEPLOYMENTS = Resource(GROUP, VERSION, "modeldeployments", "ModelDeployment")
+TRAINING_SCHEDULES = Resource(GROUP, VERSION, "trainingschedules", "TrainingSchedule")
 RAY_JOBS = Resource("ray.io", "v1", "rayjobs", "RayJob")
 INFERENCE_SERVICES = Resource("serving.kserve.io", "v1beta1", "inferenceservices", "InferenceService")
 HTTP_ROUTES = Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute")
@@ -34,9 +35,15 @@ MODEL_LABEL = f"{GROUP}/model"
 TRAINING_RUN_LABEL = f"{GROUP}/training-run"
 DEPLOYMENT_LABEL = f"{GROUP}/deployment"
 VERSION_LABEL = f"{GROUP}/version"
+SCHEDULE_LABEL = f"{GROUP}/training-schedule"  # on each TrainingRun a TrainingSchedule made
+TRIGGER_LABEL = f"{GROUP}/trigger"  # cron, drift or manual
+TRIGGER_VALUE_ANNOTATION = f"{GROUP}/trigger-value"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "slipway"}
 # `kubectl slipway` asks the rollout engine through these annotations: promote, abort and retry
 # hold a request id (a new id is a new request), paused holds "true".
 ROLLOUT_REQUEST_PREFIX = f"rollout.{GROUP}/"
 ROLLOUT_VERBS = ("promote", "abort", "retry")
 PAUSED_ANNOTATION = f"{ROLLOUT_REQUEST_PREFIX}paused"
+# `kubectl slipway retrain` asks a TrainingSchedule for a run: the annotation holds a request id,
+# and a new id is a new request (the schedule's status records the last one consumed).
+RETRAIN_ANNOTATION = f"schedule.{GROUP}/retrain"

@@ -106,10 +106,8 @@ class Evaluation(ApiModel):
     )
 
 
-class TrainingRunSpec(ApiModel):
+class TrainingRunTemplate(ApiModel):
     """What to train, on which features, with which resources, and the gate it must pass."""
-
-    model_config = cel(rule("self == oldSelf", "spec is immutable: create a new TrainingRun instead"))
 
     model: str = Field(
         description="Model name (a DNS-1123 label); the registry key shared by ModelVersions and ModelDeployments.",
@@ -142,7 +140,10 @@ class TrainingRunSpec(ApiModel):
     evaluation: Evaluation = Field(default_factory=Evaluation, description="The evaluation gate.")
     backoff_limit: int = Field(2, ge=0, le=100, description="Retries after a failed attempt.")
     active_deadline_seconds: int = Field(
-        7200, ge=1, description="Deadline for one attempt, in seconds; the RayJob is stopped after it."
+        7200,
+        ge=1,
+        le=2**31 - 1,  # the RayJob's field is an int32: a larger one was accepted here, refused there
+        description="Deadline for one attempt, in seconds; the RayJob is stopped after it.",
     )
     ttl_seconds_after_finished: int = Field(
         60,
@@ -151,6 +152,12 @@ class TrainingRunSpec(ApiModel):
         description="Seconds an attempt's RayCluster (and its GPUs) outlives the attempt, for a look at "
         "its dashboard; KubeRay keeps the submitter Job, with the job's logs, either way.",
     )
+
+
+class TrainingRunSpec(TrainingRunTemplate):
+    """What to train, on which features, with which resources, and the gate it must pass."""
+
+    model_config = cel(rule("self == oldSelf", "spec is immutable: create a new TrainingRun instead"))
 
 
 class RayJobRef(StatusModel):

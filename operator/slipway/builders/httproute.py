@@ -30,13 +30,27 @@ def hostname(deployment_name: str, namespace: str, routing: Routing) -> str:
 
 
 def build_httproute(
-    name: str, namespace: str, model: str, backends: Mapping[str, int], routing: Routing
+    name: str,
+    namespace: str,
+    model: str,
+    backends: Mapping[str, int],
+    routing: Routing,
+    mirror: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
-    """One rule over every backend InferenceService (name -> weight); weight 0 keeps one warm."""
+    """One rule over every backend InferenceService (name -> weight); weight 0 keeps one warm.
+
+    `mirror` (InferenceService, percent): the shadow stage's copy of that share of the requests,
+    with Gateway API's standard RequestMirror filter; the Gateway discards its answers.
+    """
     refs = [
         {"kind": "Service", "name": predictor_service(isvc), "port": SERVICE_PORT, "weight": weight}
         for isvc, weight in sorted(backends.items())
     ]
+    rule: dict[str, Any] = {"backendRefs": refs}
+    if mirror is not None:
+        isvc, percent = mirror
+        target = {"kind": "Service", "name": predictor_service(isvc), "port": SERVICE_PORT}
+        rule["filters"] = [{"type": "RequestMirror", "requestMirror": {"backendRef": target, "percent": percent}}]
     return {
         "apiVersion": HTTP_ROUTES.api_version,
         "kind": HTTP_ROUTES.kind,
@@ -48,7 +62,7 @@ def build_httproute(
         "spec": {
             "parentRefs": [{"name": routing.gateway_name, "namespace": routing.gateway_namespace}],
             "hostnames": [hostname(name, namespace, routing)],
-            "rules": [{"backendRefs": refs}],
+            "rules": [rule],
         },
     }
 
@@ -60,6 +74,24 @@ def route_weights(route: Mapping[str, Any]) -> dict[str, int]:
         for ref in rule.get("backendRefs", []):
             weights[ref["name"]] = weights.get(ref["name"], 0) + int(ref.get("weight", 1))
     return weights
+
+
+def route_mirrors(route: Mapping[str, Any]) -> dict[str, int]:
+    """Backend Service name -> percent of requests mirrored to it, as the route's spec says."""
+    mirrors: dict[str, int] = {}
+    for rule in route.get("spec", {}).get("rules", []):
+        for item in rule.get("filters") or []:
+            mirror = item.get("requestMirror") or {}
+            if item.get("type") != "RequestMirror" or "backendRef" not in mirror:
+                continue
+            fraction = mirror.get("fraction")
+            if fraction is not None:
+                percent = 100 * int(fraction.get("numerator", 0)) // max(int(fraction.get("denominator", 100)), 1)
+            else:
+                percent = int(mirror.get("percent", 100))  # neither: everything is mirrored
+            name = mirror["backendRef"]["name"]
+            mirrors[name] = mirrors.get(name, 0) + percent
+    return mirrors
 
 
 def route_in_effect(route: Mapping[str, Any]) -> bool:

@@ -1,8 +1,10 @@
-"""`kubectl slipway`: inspect and drive ModelDeployment rollouts.
+"""`kubectl slipway`: inspect and drive ModelDeployment rollouts, and ask a TrainingSchedule to retrain.
 
 kubectl finds this as `kubectl-slipway` on PATH and passes its arguments through. Every action
 goes through the API: promote, abort and retry set a request annotation with a fresh id, pause
 and resume set or clear the paused annotation, and the operator's rollout engine acts on them.
+`retrain` sets a TrainingSchedule's retrain annotation to a fresh request id; the operator makes
+one run for it (named after the id, so never two) and records the id as consumed in the status.
 
 `status` also shows the features whose served values drift most from the training data, for the
 stable and the candidate version, as the predictors' input monitors report them now. It asks the
@@ -22,7 +24,13 @@ from typing import Any, cast
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from ..api.resources import MODEL_DEPLOYMENTS, PAUSED_ANNOTATION, ROLLOUT_REQUEST_PREFIX
+from ..api.resources import (
+    MODEL_DEPLOYMENTS,
+    PAUSED_ANNOTATION,
+    RETRAIN_ANNOTATION,
+    ROLLOUT_REQUEST_PREFIX,
+    TRAINING_SCHEDULES,
+)
 from ..prometheus import InputFigures, input_figures
 
 ACTIONS = {
@@ -31,6 +39,10 @@ ACTIONS = {
     "retry": "roll out a rolled-back version again",
     "pause": "hold the rollout where it is",
     "resume": "continue a paused rollout (the current step's pause starts over)",
+}
+# Commands on a TrainingSchedule.
+SCHEDULE_ACTIONS = {
+    "retrain": "make a TrainingSchedule start a run now (suspend and concurrencyPolicy apply; cooldown does not)",
 }
 
 
@@ -51,6 +63,8 @@ def render_status(md: dict[str, Any]) -> str:
     ]
     if (meta.get("annotations") or {}).get(PAUSED_ANNOTATION) == "true":
         lines.append("  paused by a user (kubectl slipway resume continues)")
+    if status.get("shadowPercent") is not None and candidate is not None:  # the shadow stage
+        lines.append(f"  shadow:    {status['shadowPercent']}% mirrored to version {candidate}, answers discarded")
     steps = (strategy.get("canary") or {}).get("steps", [])
     if steps and strategy.get("type") == "Canary":
         current = status.get("step") if candidate is not None else None
@@ -151,14 +165,20 @@ def drift_section(md: dict[str, Any], prometheus: str | None, fetch: Fetch = inp
     return "\n".join(lines)
 
 
+def request_id() -> str:
+    """A fresh request id: when it was asked, and a random part so two asks are two requests."""
+    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+
+
 def request_patch(action: str) -> dict[str, Any]:
     """The metadata patch that asks the operator for `action`."""
     if action == "pause":
         return {"metadata": {"annotations": {PAUSED_ANNOTATION: "true"}}}
     if action == "resume":
         return {"metadata": {"annotations": {PAUSED_ANNOTATION: None}}}
-    request = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
-    return {"metadata": {"annotations": {ROLLOUT_REQUEST_PREFIX + action: request}}}
+    if action == "retrain":
+        return {"metadata": {"annotations": {RETRAIN_ANNOTATION: request_id()}}}
+    return {"metadata": {"annotations": {ROLLOUT_REQUEST_PREFIX + action: request_id()}}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "--prometheus", default=None, help="Prometheus URL for the input-drift figures (default: spec.prometheus.url)"
     )
     status.add_argument("--no-drift", action="store_true", help="leave out the input-drift figures (no Prometheus)")
-    for action, text in ACTIONS.items():
+    for action, text in (ACTIONS | SCHEDULE_ACTIONS).items():
         commands.add_parser(action, help=text, parents=[common]).add_argument("name")
     args = parser.parse_args(argv)
 
@@ -185,13 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     contexts = config.list_kube_config_contexts(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
     namespace = args.namespace or contexts[1]["context"].get("namespace", "default")
     api = client.CustomObjectsApi()
-    group, version = MODEL_DEPLOYMENTS.group, MODEL_DEPLOYMENTS.version
+    target = TRAINING_SCHEDULES if args.command in SCHEDULE_ACTIONS else MODEL_DEPLOYMENTS
 
     def call(fn: Callable[..., Any], *extra: Any) -> dict[str, Any] | None:
         try:
-            return cast(dict[str, Any], fn(group, version, namespace, MODEL_DEPLOYMENTS.plural, args.name, *extra))
+            return cast(dict[str, Any], fn(target.group, target.version, namespace, target.plural, args.name, *extra))
         except ApiException as error:
-            print(f"error: ModelDeployment {namespace}/{args.name}: {error.reason}")
+            print(f"error: {target.kind} {namespace}/{args.name}: {error.reason}")
             return None
 
     if args.command == "status":
@@ -213,5 +233,5 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
     if call(api.patch_namespaced_custom_object, request_patch(args.command)) is None:
         return 1
-    print(f"modeldeployment.slipway.dev/{args.name} {args.command} requested")
+    print(f"{target.kind.lower()}.{target.group}/{args.name} {args.command} requested")
     return 0

@@ -4,6 +4,8 @@ The serving executor computes a routing table (host -> weighted targets) from th
 attached to the Gateway and the ready pods behind each Service they name; `render_config` turns
 it into an nginx configuration (`split_clients` on `$request_id` for weighted splits, weight 0 =
 no traffic, unknown Host -> 404) and `Nginx` runs the real proxy and reloads it gracefully. A
+route's RequestMirror filter (the shadow stage) becomes nginx's `mirror`: a background subrequest
+whose answer is discarded, sent for the filter's percent of requests (`split_clients` again). A
 reload counts as done only when the new workers answer with the new configuration's version, so
 route status (the operator's signal that weights are in effect) is never written early.
 """
@@ -57,6 +59,36 @@ class Target:
 
 
 Split = Sequence[tuple[Target, float]]
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """A host's RequestMirror: the mirror backend's targets (weights shared by its endpoints, or an
+    error status where it has none ready) and the percent of requests copied to it."""
+
+    split: Split
+    percent: float
+
+    def shares(self) -> list[tuple[Target, str]]:
+        """`split_clients` values: a target for `percent` of requests, `status-204` (no copy) for the rest."""
+        total = sum(w for _, w in self.split if w > 0)
+        scaled = [(t, w * self.percent / total) for t, w in self.split if w > 0] if total else []
+        return shares([*scaled, (Target.error(NO_MIRROR), 100 - sum(w for _, w in scaled))])
+
+
+MIRROR_PATH = "/.slipway/mirror"
+# nginx reads a kept-alive connection's next request only once the mirror subrequest of the last
+# one is done, which would add the candidate's latency to the users' next request: a host with a
+# mirror closes each connection after its answer instead (the answer itself never waits).
+MIRRORING = (
+    f"            mirror {MIRROR_PATH};",
+    "            mirror_request_body on;",
+    "            keepalive_timeout 0;",
+)
+NO_MIRROR = 204  # what the mirror location answers (to nobody) for a request not copied
+# A mirrored answer is discarded, but nginx finishes the client's request (and reads the next one
+# on a kept-alive connection) only once the copy is done: a slow candidate is given up on early.
+MIRROR_TIMEOUTS = ("proxy_connect_timeout 1s;", "proxy_send_timeout 5s;", "proxy_read_timeout 5s;")
 DEFAULT_HOST = ""  # a route without hostnames answers every Host no other route claims
 
 
@@ -92,11 +124,14 @@ class Settings:
     run_as: str = ""  # the `user` directive; only meaningful when nginx starts as root
 
 
-def render_config(table: Mapping[str, Split], settings: Settings) -> str:
-    """The whole nginx configuration for a routing table (host -> weighted targets)."""
+def render_config(table: Mapping[str, Split], settings: Settings, mirrors: Mapping[str, Mirror] | None = None) -> str:
+    """The whole nginx configuration for a routing table (host -> weighted targets) and the hosts'
+    mirrors (host -> Mirror)."""
     hosts = sorted(table)
+    mirrors = {host: mirror for host, mirror in (mirrors or {}).items() if host in table}
+    splits = [*table.values(), *(m.split for m in mirrors.values())]
     upstreams = sorted(
-        {(t.upstream, t.port) for split in table.values() for t, w in split if w > 0 and not t.status and t.port}
+        {(t.upstream, t.port) for split in splits for t, w in split if w > 0 and not t.status and t.port}
     )
     folder = settings.folder
     listen = f"127.0.0.1:{settings.port}"
@@ -126,11 +161,15 @@ def render_config(table: Mapping[str, Split], settings: Settings) -> str:
             raise ValueError(f"not a valid upstream name: {name!r}")
         lines += [f"    upstream {name} {{ server 127.0.0.1:{port}; keepalive 8; }}"]
     default_location = ['        return 404 "no route for host $host\\n";']
+    default_mirror: list[str] = []
     servers: list[str] = []
     for index, host in enumerate(hosts):
         location = _location(f"$slipway_split_{index}", shares(table[host]), lines)
+        mirror = _mirror(f"$slipway_mirror_{index}", mirrors[host], lines) if host in mirrors else []
+        if mirror:
+            location = [*MIRRORING, *location]
         if host == DEFAULT_HOST:
-            default_location = location
+            default_location, default_mirror = location, mirror
             continue
         if not valid_hostname(host):
             raise ValueError(f"not a valid hostname: {host!r}")
@@ -141,6 +180,7 @@ def render_config(table: Mapping[str, Split], settings: Settings) -> str:
             "        location / {",
             *location,
             "        }",
+            *mirror,
             "    }",
         ]
     body = "\n".join(
@@ -153,6 +193,7 @@ def render_config(table: Mapping[str, Split], settings: Settings) -> str:
             "        location / {",
             *default_location,
             "        }",
+            *default_mirror,
             "    }",
             *servers,
             "}",
@@ -178,6 +219,23 @@ def _location(variable: str, split: list[tuple[Target, str]], http: list[str]) -
         body += [f'            if ({variable} = "status-{status}") {{ return {status}; }}']
     body += [f"            proxy_pass http://{variable};"]
     body += [f"            add_header X-Slipway-Upstream {variable} always;"]
+    return body
+
+
+def _mirror(variable: str, mirror: Mirror, http: list[str]) -> list[str]:
+    """The internal location a host's `mirror` subrequest goes to (a `split_clients` block added to
+    `http` picks whether, and where, to copy). Its answer goes nowhere: the client's answer is the
+    main request's alone. A different hash key from the main split's: which requests are copied
+    does not depend on where they are routed."""
+    split = mirror.shares()
+    http += [f'    split_clients "mirror${{request_id}}" {variable} {{']
+    http += [f"        {percent} {target.key};" for target, percent in split]
+    http += ["    }"]
+    body = [f"        location = {MIRROR_PATH} {{", "            internal;"]
+    for status in sorted({t.status for t, _ in split if t.status}):
+        body += [f'            if ({variable} = "status-{status}") {{ return {status}; }}']
+    body += [f"            {directive}" for directive in MIRROR_TIMEOUTS]
+    body += [f"            proxy_pass http://{variable}$request_uri;", "        }"]
     return body
 
 
@@ -273,20 +331,58 @@ def route_split(
     unresolved: list[tuple[str, str]] = []
     for rule in route.get("spec", {}).get("rules") or []:
         for ref in rule.get("backendRefs") or []:
-            name = str(ref.get("name", ""))
             weight = float(ref.get("weight", 1))
-            if ref.get("group", "") != "" or ref.get("kind", "Service") != "Service":
-                unresolved.append(("InvalidKind", f"backendRef {name}: only core Services are supported"))
-            elif ref.get("namespace", namespace) != namespace:
-                unresolved.append(("RefNotPermitted", f"backendRef {name}: no ReferenceGrant allows another namespace"))
-            elif (namespace, name) not in backends:
-                unresolved.append(("BackendNotFound", f"backendRef {name}: no Service {name} in {namespace}"))
+            endpoints, problem = resolve(ref, namespace, backends)
+            if problem:
+                unresolved.append(problem)
+                split.append((Target.error(500), weight))
             else:
-                endpoints = backends[(namespace, name)]
                 split += [(t, weight / len(endpoints)) for t in endpoints] or [(Target.error(503), weight)]
-                continue
-            split.append((Target.error(500), weight))
     return split, unresolved
+
+
+def resolve(
+    ref: Mapping[str, Any],
+    namespace: str,
+    backends: Mapping[tuple[str, str], Sequence[Target]],
+    what: str = "backendRef",
+) -> tuple[Sequence[Target], tuple[str, str] | None]:
+    """A backendRef's ready endpoints, or why it cannot be resolved (reason, message)."""
+    name = str(ref.get("name", ""))
+    if ref.get("group", "") != "" or ref.get("kind", "Service") != "Service":
+        return [], ("InvalidKind", f"{what} {name}: only core Services are supported")
+    if ref.get("namespace", namespace) != namespace:
+        return [], ("RefNotPermitted", f"{what} {name}: no ReferenceGrant allows another namespace")
+    if (namespace, name) not in backends:
+        return [], ("BackendNotFound", f"{what} {name}: no Service {name} in {namespace}")
+    return backends[(namespace, name)], None
+
+
+def route_mirror(
+    route: Mapping[str, Any], backends: Mapping[tuple[str, str], Sequence[Target]]
+) -> tuple[Mirror | None, list[tuple[str, str]]]:
+    """The route's RequestMirror filter as a Mirror, and its backendRef if unresolved (reason, message).
+
+    One mirror per route (the first filter), as the Gateway API lets an implementation do; an
+    unresolvable mirror backend is not configured and makes ResolvedRefs False.
+    """
+    namespace = route["metadata"]["namespace"]
+    filters = [f for r in route.get("spec", {}).get("rules") or [] for f in r.get("filters") or []]
+    found = next(
+        (f["requestMirror"] for f in filters if f.get("type") == "RequestMirror" and f.get("requestMirror")), None
+    )
+    if found is None:
+        return None, []
+    endpoints, problem = resolve(found.get("backendRef") or {}, namespace, backends, "mirror backendRef")
+    if problem:
+        return None, [problem]
+    fraction = found.get("fraction")
+    if fraction is not None:
+        percent = 100.0 * int(fraction.get("numerator", 0)) / max(int(fraction.get("denominator", 100)), 1)
+    else:
+        percent = float(found.get("percent", 100))
+    split = [(t, 1.0) for t in endpoints] or [(Target.error(503), 1.0)]
+    return Mirror(split, percent), []
 
 
 def attached_parents(route: Mapping[str, Any], gateway_namespace: str, gateway_name: str) -> list[dict[str, Any]]:

@@ -42,11 +42,13 @@ from . import sysdeps
 from .gateway import (
     CONTROLLER_NAME,
     DEFAULT_HOST,
+    Mirror,
     Nginx,
     Split,
     Target,
     attached_parents,
     render_config,
+    route_mirror,
     route_split,
     route_status,
 )
@@ -89,10 +91,14 @@ def endpoints(
 
 
 def routing(
-    routes: Iterable[dict[str, Any]], backends: Mapping[tuple[str, str], list[Target]], gateway: tuple[str, str]
+    routes: Iterable[dict[str, Any]],
+    backends: Mapping[tuple[str, str], list[Target]],
+    gateway: tuple[str, str],
+    mirrors: dict[str, Mirror] | None = None,
 ) -> tuple[dict[str, Split], list[RouteResult]]:
-    """The gateway's table (host -> weighted targets), and each route's parents and unresolved refs.
-    Routes are taken oldest first: a host two routes claim stays the older one's."""
+    """The gateway's table (host -> weighted targets), and each route's parents and unresolved refs;
+    each host's RequestMirror goes into `mirrors` when given. Routes are taken oldest first: a host
+    two routes claim stays the older one's."""
     table: dict[str, Split] = {}
     results: list[RouteResult] = []
     ordered = sorted(routes, key=lambda r: (r["metadata"].get("creationTimestamp", ""), r["metadata"]["namespace"]))
@@ -106,12 +112,16 @@ def routing(
                 results.append((route, [], []))
             continue
         split, unresolved = route_split(route, backends)
+        mirror, mirror_unresolved = route_mirror(route, backends)
+        unresolved += mirror_unresolved
         hosts = [h.lower() for h in route.get("spec", {}).get("hostnames") or []] or [DEFAULT_HOST]
         for host in hosts:
             if host in table:
                 continue
             if host == DEFAULT_HOST or _valid_host(host):
                 table[host] = split
+                if mirror is not None and mirrors is not None:
+                    mirrors[host] = mirror
             else:
                 unresolved.append(("UnsupportedValue", f"hostname {host!r} is not a valid DNS name"))
         results.append((route, parents, unresolved))
@@ -217,8 +227,9 @@ class Executor:
         services = self.core.api_client.sanitize_for_serialization(self.core.list_service_for_all_namespaces().items)
         routes: Any = self.custom.list_cluster_custom_object(HTTP_ROUTES.group, HTTP_ROUTES.version, HTTP_ROUTES.plural)
         backends = endpoints(services, pods, self.kubelet.addresses(pods))
-        table, results = routing(routes["items"], backends, self.gateway)
-        if self.nginx.apply(render_config(table, self.nginx.settings)):
+        mirrors: dict[str, Mirror] = {}
+        table, results = routing(routes["items"], backends, self.gateway, mirrors)
+        if self.nginx.apply(render_config(table, self.nginx.settings, mirrors)):
             # nginx routes nothing to a deleted pod now: its process may stop.
             self.kubelet.finish(pods)
             for route, parents, unresolved in results:

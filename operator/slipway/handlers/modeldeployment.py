@@ -107,7 +107,9 @@ def reconcile_deployment(
             spec = memo.defaults.deployment(ModelDeploymentSpec.model_validate(record.spec))
         except MissingField as error:  # nothing can be built: say so, and leave traffic as it is
             current = ModelDeploymentStatus.model_validate(known)
-            refused = current.model_copy(update={"reason": reasons.INVALID_SPEC, "message": str(error)})
+            # observedGeneration too: the refusal is about this spec, not the one last planned.
+            update = {"reason": reasons.INVALID_SPEC, "message": str(error), "observed_generation": record.generation}
+            refused = current.model_copy(update=update)
             changes = status_patch(known, refused)
             if changes:
                 memo.kube.patch_status(MODEL_DEPLOYMENTS, namespace, name, changes)

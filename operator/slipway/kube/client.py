@@ -8,6 +8,7 @@ defaults stay), so an operator restart or a retried handler never makes a duplic
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, cast
 
 from kubernetes import client, config
@@ -20,6 +21,22 @@ FIELD_MANAGER = "slipway"
 VERSION_COUNTER = "slipway-model-versions"
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
+# What YAML may hold unescaped (its printable set) less its line breaks beyond ASCII (NEL, LS, PS),
+# which a double-quoted scalar would fold, and the byte-order mark.
+_YAML_UNSAFE = re.compile("[^\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
+
+
+def apply_body(obj: dict[str, Any]) -> bytes:
+    """`obj` as an apply-patch body: JSON that YAML reads back the same.
+
+    The API server parses an apply patch as YAML, whose escapes cannot spell a UTF-16 surrogate:
+    the client's own `json.dumps` writes a character beyond U+FFFF (an emoji in a spec's
+    hyperparameter, say) as a surrogate pair, and the server refused the whole patch (400, "found
+    invalid Unicode character escape code"). So characters are written as themselves (UTF-8),
+    and only those YAML must not see raw are escaped, each with a \\uXXXX it accepts.
+    """
+    text = json.dumps(obj, ensure_ascii=False)  # escapes the C0 controls, quotes and backslashes
+    return _YAML_UNSAFE.sub(lambda m: f"\\u{ord(m[0]):04x}", text).encode()
 
 
 class Kube:
@@ -39,22 +56,28 @@ class Kube:
         return cls(client.ApiClient(configuration))
 
     def apply(self, resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply of `obj` (create or update the fields we own)."""
+        """Server-side apply of `obj` (create or update the fields we own).
+
+        The request is built here rather than by `patch_namespaced_custom_object`, which takes
+        only a dict and serializes it with the surrogate escapes YAML refuses (`apply_body`)."""
         meta = obj["metadata"]
-        result = self.custom.patch_namespaced_custom_object(
-            resource.group,
-            resource.version,
-            meta["namespace"],
-            resource.plural,
-            meta["name"],
-            obj,
-            field_manager=FIELD_MANAGER,
-            force=True,  # we are the only writer of these fields; take them back if someone edited
-            _content_type=APPLY_PATCH,
-            # The generated client maps only 200 to a body; an apply that creates answers 201.
-            _preload_content=False,
+        path = (
+            f"/apis/{resource.group}/{resource.version}/namespaces/{meta['namespace']}/{resource.plural}/{meta['name']}"
         )
-        return cast(dict[str, Any], json.loads(cast(Any, result).data))
+        request = self.api_client.param_serialize(
+            "PATCH",
+            path,
+            # force: we are the only writer of these fields; take them back if someone edited
+            query_params=[("fieldManager", FIELD_MANAGER), ("force", True)],
+            header_params={"Content-Type": APPLY_PATCH, "Accept": "application/json"},
+            body=apply_body(obj),  # bytes go out as they are
+            auth_settings=["BearerToken"],
+        )
+        response: Any = self.api_client.call_api(*request)
+        data: bytes = response.read()
+        if not 200 <= response.status <= 299:  # 201 when the apply created the object
+            raise ApiException.from_response(http_resp=response, body=data.decode(errors="replace"), data=None)
+        return cast(dict[str, Any], json.loads(data))
 
     def patch_status(self, resource: Resource, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the status subresource."""

@@ -80,6 +80,17 @@ def measure(url: str, metrics: Sequence[AnalysisMetric], ctx: QueryContext, now:
         return list(pool.map(one, metrics))
 
 
+def value_of(url: str, query: str) -> tuple[float | None, str]:
+    """The one value of an instant query, or None and why (unreachable, an error, no data, NaN)."""
+    try:
+        value, problem = scalar(client_for(url).custom_query(query))
+    except Exception as error:  # unreachable, timeout, a bad query: no value, never a trigger
+        return None, f"query failed: {type(error).__name__}: {str(error)[:200]}"
+    if value is not None and (math.isnan(value) or math.isinf(value)):
+        return None, "the query returned NaN or infinity (no traffic in the window?)"
+    return value, problem
+
+
 class InputFigures(NamedTuple):
     """One version's input monitor now: the rows in its window, and per feature its PSI, missing and
     out-of-range shares (a feature without a figure has no entry)."""

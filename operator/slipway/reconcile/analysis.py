@@ -113,6 +113,14 @@ def judge(metric: AnalysisMetric, value: float | None, problem: str, now: str, d
     return AnalysisResult(metric=metric.name, value=value, verdict=verdict, message=message, time=now)
 
 
+def drift_query(namespace: str, model: str, query: str | None) -> str:
+    """A TrainingSchedule's drift value: its own query with {{namespace}} and {{model}} filled in,
+    or the built-in one: the largest PSI of any feature of any version of the model served now."""
+    if query:
+        return query.replace("{{namespace}}", namespace).replace("{{model}}", model)
+    return f'max(slipway_input_psi{{namespace="{namespace}",model="{model}"}})'
+
+
 INPUT_SERIES = {
     "psi": "slipway_input_psi",
     "missing": "slipway_input_missing_fraction",

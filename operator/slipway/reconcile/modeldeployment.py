@@ -18,7 +18,7 @@ from ..api.base import ConditionStatus
 from ..api.modeldeployment import AnalysisResult, ModelDeploymentSpec, ModelDeploymentStatus
 from ..api.modelversion import ModelVersionSpec
 from ..api.resources import VERSION_LABEL
-from ..builders.httproute import Routing, build_httproute, hostname, route_in_effect, route_weights
+from ..builders.httproute import Routing, build_httproute, hostname, route_in_effect, route_mirrors, route_weights
 from ..builders.inferenceservice import build_inferenceservice, inferenceservice_name, predictor_service
 from .conditions import set_condition
 from .predictors import predictor_of
@@ -100,6 +100,7 @@ class Seen(NamedTuple):
     endpoints: dict[int, Endpoint]
     applied: dict[int, int] | None
     url: str
+    mirrored: dict[int, int] | None = None  # version -> percent mirrored to it in effect
 
 
 def observe(
@@ -123,7 +124,8 @@ def observe(
             return Seen(endpoints, None, "")
         services = {predictor_service(n): v for n, i in observed.isvcs.items() if (v := _version_of(i)) is not None}
         in_effect = {services[svc]: w for svc, w in route_weights(route).items() if svc in services}
-        return Seen(endpoints, in_effect, f"http://{hostname(name, namespace, routing)}")
+        mirrored = {services[svc]: p for svc, p in route_mirrors(route).items() if svc in services}
+        return Seen(endpoints, in_effect, f"http://{hostname(name, namespace, routing)}", mirrored)
     single = observed.isvcs.get(name)
     if single is None:
         return Seen(endpoints, None, "")
@@ -185,8 +187,11 @@ def desired_children(
             for v in sorted(weights)
             if v in versions  # a deleted ModelVersion's InferenceService is left as it is
         ]
+        mirror = None
+        if traffic.mirror and traffic.candidate is not None:
+            mirror = (inferenceservice_name(name, spec, traffic.candidate), traffic.mirror)
         if backends:
-            children.append(build_httproute(name, namespace, spec.model, backends, routing))
+            children.append(build_httproute(name, namespace, spec.model, backends, routing, mirror))
         return children, frozenset(backends), bool(backends)
     percent: int | None = None
     serve: int | None
@@ -238,7 +243,7 @@ def plan_deployment(
         spec,
         generation,
         current,
-        Observation(target, seen.endpoints, seen.applied, analysis, commands or Commands()),
+        Observation(target, seen.endpoints, seen.applied, analysis, commands or Commands(), seen.mirrored),
         now,
     )
     status = decision.status
@@ -250,8 +255,11 @@ def plan_deployment(
             status.stable_revision = revision
     if target is None and status.stable_version is None and status.candidate_version is None:
         status.phase, status.reason, status.message = "Pending", resolution.reason, resolution.message
-        status.conditions = set_condition(
-            status.conditions, "Ready", "False", resolution.reason, resolution.message, generation, stamp
-        )
+        # Progressing too: the engine wrote it from the reason it had before this one (Idle on a
+        # first reconcile), so the next reconcile would change it, and write the status again.
+        for kind in ("Ready", "Progressing"):
+            status.conditions = set_condition(
+                status.conditions, kind, "False", resolution.reason, resolution.message, generation, stamp
+            )
     children, keep, keep_route = desired_children(name, namespace, spec, status, decision.traffic, mine, routing)
     return Plan(children, keep, keep_route, status, decision.traffic, decision.events, retry=target is None)

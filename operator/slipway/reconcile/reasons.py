@@ -20,6 +20,7 @@ ENDPOINT_NOT_READY = "EndpointNotReady"
 ROLLOUT_STARTED = "RolloutStarted"
 WAITING_FOR_CANDIDATE = "WaitingForCandidate"
 STEP_ADVANCED = "StepAdvanced"
+SHADOW_PASSED = "ShadowPassed"  # the shadow stage passed: user traffic may go to the candidate
 PROMOTED = "Promoted"
 SUPERSEDED = "Superseded"
 ANALYSIS_FAILED = "AnalysisFailed"
@@ -50,3 +51,17 @@ MANIFEST_MISSING = "ManifestMissing"
 RETRYING = "Retrying"
 BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
 MODEL_REGISTERED = "ModelVersionRegistered"
+
+# TrainingSchedule
+RUN_TRIGGERED = "RunTriggered"  # a trigger made a TrainingRun (the message says which, and its value)
+RUN_REPLACED = "RunReplaced"  # concurrencyPolicy Replace deleted an active run for a new one
+SKIPPED_COOLDOWN = "SkippedCooldown"
+SKIPPED_RUN_ACTIVE = "SkippedRunActive"  # concurrencyPolicy Forbid and a run is still active
+SKIPPED_SUSPENDED = "SkippedSuspended"
+RUNS_PRUNED = "RunsPruned"  # finished runs beyond the history limits were deleted
+SCHEDULE_ACTIVE = "ScheduleActive"
+SUSPENDED = "Suspended"
+INVALID_SCHEDULE = "InvalidSchedule"  # a cron expression the schema's pattern let through but cron refuses
+DRIFT_ABOVE_THRESHOLD = "DriftAboveThreshold"
+DRIFT_WITHIN_THRESHOLD = "DriftWithinThreshold"
+DRIFT_UNKNOWN = "DriftUnknown"  # no data, or Prometheus unreachable: never a trigger

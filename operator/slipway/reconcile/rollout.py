@@ -7,6 +7,10 @@ a measurement when `analysis_due` says so, calls `advance`, and applies the traf
 Rules that never bend: traffic moves to a version only once its endpoint is ready and its
 analysis passed (or a user promotes it); an Inconclusive measurement holds and never passes; a
 rolled-back version is not tried again until the spec changes or a user retries.
+
+A shadow stage (`strategy.<canary|blueGreen>.shadow`) comes first when set: the candidate gets 0% of
+the users' traffic and a mirror of `percent`% of it (its answers discarded), and is judged by the
+same analysis as a step; `status.shadowPercent` marks the stage (0 until the candidate is ready).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from ..api.modeldeployment import (
     HistoryEntry,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
+    Shadow,
 )
 from ..api.resources import PAUSED_ANNOTATION, ROLLOUT_REQUEST_PREFIX, ROLLOUT_VERBS
 from . import reasons
@@ -60,6 +65,7 @@ class Observation(NamedTuple):
     applied: Mapping[int, int] | None  # version -> traffic percent in effect; None: not known
     analysis: list[AnalysisResult] | None = None  # a measurement taken for this tick
     commands: Commands = Commands()
+    mirrored: Mapping[int, int] | None = None  # version -> percent mirrored to it in effect (with `applied`)
 
 
 class Traffic(NamedTuple):
@@ -67,6 +73,7 @@ class Traffic(NamedTuple):
     candidate: int | None
     weight: int  # percent on the candidate
     warm: tuple[int, ...]  # kept running without traffic (switch-back, inspection, draining)
+    mirror: int = 0  # percent of requests mirrored to the candidate (shadow stage); answers discarded
 
     def weights(self) -> dict[int, int]:
         """Percent per version; warm versions stay in the split at 0."""
@@ -109,6 +116,16 @@ def analysis_of(spec: ModelDeploymentSpec) -> Analysis | None:
     return None
 
 
+def shadow_of(spec: ModelDeploymentSpec) -> Shadow | None:
+    """The strategy's shadow stage, if it has one."""
+    strategy = spec.strategy
+    if strategy.type == "Canary" and strategy.canary is not None:
+        return strategy.canary.shadow
+    if strategy.type == "BlueGreen":
+        return strategy.blue_green.shadow
+    return None
+
+
 def traffic_of(status: ModelDeploymentStatus) -> Traffic:
     warm = tuple(
         v
@@ -116,7 +133,9 @@ def traffic_of(status: ModelDeploymentStatus) -> Traffic:
         if v is not None and v not in (status.stable_version, status.candidate_version)
     )
     weight = status.canary_weight if status.candidate_version is not None else 0
-    return Traffic(status.stable_version, status.candidate_version, weight, tuple(dict.fromkeys(warm)))
+    shadowing = status.candidate_version is not None and status.stable_version is not None
+    mirror = (status.shadow_percent or 0) if shadowing else 0
+    return Traffic(status.stable_version, status.candidate_version, weight, tuple(dict.fromkeys(warm)), mirror)
 
 
 def needs_ticks(status: ModelDeploymentStatus) -> bool:
@@ -184,6 +203,10 @@ class _Tick:
     def applied(self, version: int) -> int | None:
         return None if self.obs.applied is None else self.obs.applied.get(version, 0)
 
+    def mirrored(self, version: int) -> int | None:
+        """The percent mirrored to `version` in effect; None when the route's state is not known."""
+        return None if self.obs.applied is None else (self.obs.mirrored or {}).get(version, 0)
+
     def new_request(self, verb: str) -> bool:
         request = getattr(self.obs.commands, verb)
         if not request or self.st.handled_requests.get(verb) == request:
@@ -247,6 +270,8 @@ class _Tick:
         # A first version is all there is; beside a stable one, traffic waits for readiness (Direct too).
         st.canary_weight = 100 if st.stable_version is None else 0
         st.step = 0 if not direct and self.spec.strategy.type == "Canary" else None
+        # The shadow stage comes first; its mirror starts, like any traffic, once the candidate is ready.
+        st.shadow_percent = 0 if not direct and shadow_of(self.spec) is not None else None
         st.rollout_started_at, st.step_started_at, st.last_analysis_at = self.stamp, None, None
         st.analysis_failures = st.analysis_inconclusive = 0
         st.analysis = []
@@ -257,7 +282,7 @@ class _Tick:
 
     def clear_candidate(self) -> None:
         st = self.st
-        st.candidate_version, st.canary_weight, st.step = None, 0, None
+        st.candidate_version, st.canary_weight, st.step, st.shadow_percent = None, 0, None, None
         st.rollout_started_at = st.step_started_at = None
 
     # -- the candidate's way through its steps ------------------------------------------------------
@@ -300,7 +325,7 @@ class _Tick:
         self.state(st.phase, reasons.WAITING_FOR_CANDIDATE, f"waiting for version {candidate} to be ready: {detail}")
 
     def switch_directly(self, candidate: int) -> None:
-        self.st.canary_weight = 100
+        self.st.canary_weight, self.st.shadow_percent = 100, None
         if self.applied(candidate) == 100:
             self.promote(candidate, "replaced at once (Direct)" if self.st.stable_version else "first version")
         else:
@@ -309,6 +334,11 @@ class _Tick:
     def progress_step(self, candidate: int) -> None:
         st, strategy = self.st, self.spec.strategy
         analysis = analysis_of(self.spec) or Analysis()
+        if st.shadow_percent is not None:
+            shadow = shadow_of(self.spec)
+            if shadow is not None and self.in_shadow(candidate, shadow, analysis):
+                return
+            st.shadow_percent, st.step_started_at = None, None  # passed, or taken out of the spec: the steps
         if strategy.type == "Canary" and strategy.canary is not None:
             steps = strategy.canary.steps
             index = min(st.step or 0, len(steps) - 1)
@@ -330,6 +360,45 @@ class _Tick:
             if not _awaiting_promotion(st):
                 self.state("Progressing", self.analysis_reason(), self.step_message(where, desired, pause, analysis))
             return
+        self.stage_passed(candidate, where)
+
+    def in_shadow(self, candidate: int, shadow: Shadow, analysis: Analysis) -> bool:
+        """The shadow stage: no user traffic, a mirror of `shadow.percent`; True while it lasts.
+
+        BlueGreen without preview traffic stays in it, mirroring, while it awaits promotion.
+        """
+        st = self.st
+        if st.shadow_percent != shadow.percent:
+            st.shadow_percent, st.step_started_at = shadow.percent, None
+        st.canary_weight = 0
+        if self.applied(candidate) != 0 or self.mirrored(candidate) != shadow.percent:
+            st.step_started_at = None  # not (or no longer) in effect: the stage starts once it is
+            self.state(
+                "Progressing", reasons.ROLLING_OUT, f"shadow: mirroring {shadow.percent}% to version {candidate}"
+            )
+            return True
+        if st.step_started_at is None:
+            st.step_started_at = self.stamp
+        if self.obs.analysis is not None and self.record_analysis(candidate, analysis, "shadow: "):
+            return True  # rolled back
+        duration = seconds(shadow.duration)
+        if not self.step_passed(analysis, duration):
+            if not _awaiting_promotion(st):
+                message = self.step_message("shadow", shadow.percent, duration, analysis, "mirrored to")
+                self.state("Progressing", self.analysis_reason(), message)
+            return True
+        blue_green = self.spec.strategy.type == "BlueGreen"
+        if blue_green and self.spec.strategy.blue_green.preview_weight == 0:
+            if not _awaiting_promotion(st):
+                self.event(False, reasons.SHADOW_PASSED, f"shadow passed; version {candidate} had no user traffic")
+            self.stage_passed(candidate, "shadow")
+            return True
+        self.event(False, reasons.SHADOW_PASSED, f"shadow passed; version {candidate} starts taking user traffic")
+        return False
+
+    def stage_passed(self, candidate: int, where: str) -> None:
+        """The current step, preview or shadow passed: the next step, or the switch."""
+        st, strategy = self.st, self.spec.strategy
         if strategy.type == "Canary" and strategy.canary is not None:
             if (st.step or 0) + 1 < len(strategy.canary.steps):
                 st.step = (st.step or 0) + 1
@@ -350,8 +419,8 @@ class _Tick:
                 f"version {candidate} passed analysis; `kubectl slipway promote` switches traffic to it",
             )
 
-    def record_analysis(self, candidate: int, analysis: Analysis) -> bool:
-        """Store a measurement; True when it rolled the candidate back."""
+    def record_analysis(self, candidate: int, analysis: Analysis, stage: str = "") -> bool:
+        """Store a measurement; True when it rolled the candidate back (`stage` prefixes the reason)."""
         st, results = self.st, self.obs.analysis or []
         st.analysis, st.last_analysis_at = results, self.stamp
         verdict = overall(results)
@@ -359,9 +428,9 @@ class _Tick:
             st.analysis_failures += 1
             failing = "; ".join(f"{r.metric} {r.message}" for r in results if r.verdict == "Failed")
             count = f"failure {st.analysis_failures} of {analysis.failure_limit + 1} allowed to end it"
-            self.event(True, reasons.ANALYSIS_FAILED, f"version {candidate}: {failing} ({count})")
+            self.event(True, reasons.ANALYSIS_FAILED, f"version {candidate}: {stage}{failing} ({count})")
             if st.analysis_failures > analysis.failure_limit:
-                self.rollback(reasons.ANALYSIS_FAILED, failing)
+                self.rollback(reasons.ANALYSIS_FAILED, stage + failing)
                 return True
         elif verdict == "Inconclusive":
             st.analysis_inconclusive += 1
@@ -387,7 +456,7 @@ class _Tick:
             return reasons.ANALYSIS_INCONCLUSIVE
         return reasons.ROLLING_OUT
 
-    def step_message(self, where: str, weight: int, pause: float, analysis: Analysis) -> str:
+    def step_message(self, where: str, weight: int, pause: float, analysis: Analysis, how: str = "on") -> str:
         st = self.st
         started = parse_time(st.step_started_at or self.stamp)
         left = (started + timedelta(seconds=pause) - self.now).total_seconds()
@@ -399,7 +468,7 @@ class _Tick:
             counts = (
                 f" (failures {st.analysis_failures}/{analysis.failure_limit}, inconclusive {st.analysis_inconclusive})"
             )
-        return f"{where}: {weight}% on version {st.candidate_version}, {doing}{counts}"
+        return f"{where}: {weight}% {how} version {st.candidate_version}, {doing}{counts}"
 
     # -- outcomes ----------------------------------------------------------------------------------
     def promote(self, candidate: int, why: str) -> None:
