@@ -1,5 +1,6 @@
-"""What the dev-stack rollout e2e modules share: the churn ModelDeployment's status, a canary with
-analysis, ModelVersions registered by hand, and Prometheus queries."""
+"""What the dev-stack e2e modules share: the churn ModelDeployment's status, a canary with
+analysis, ModelVersions registered by hand, Prometheus queries, plain feature rows for load, and
+waiting for TrainingRuns to finish."""
 
 from __future__ import annotations
 
@@ -18,6 +19,26 @@ GROUP, VERSION = "slipway.dev", "v1alpha1"
 ROLLOUT_TIMEOUT = 180
 HOST = f"churn.{NAMESPACE}.example.com"
 INTERVAL = 3  # seconds between measurements
+# Requests that carry their features (no Feast lookup), for a steady load.
+PLAIN_INSTANCES = [{"sessions_30d": float(i % 17), "monthly_charges": 20.0 + i % 90} for i in range(200)]
+
+
+def finished_runs(stack: DevStack, api: client.CustomObjectsApi, count: int, timeout: float) -> dict[str, Any]:
+    """Name -> status of the namespace's TrainingRuns, once `count` of them have finished; fails at
+    once if a dev-stack component died."""
+
+    def finished() -> dict[str, dict[str, Any]] | None:
+        items = api.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "trainingruns")["items"]
+        done = {
+            i["metadata"]["name"]: i["status"]
+            for i in items
+            if (i.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+        }
+        if (problem := stack.dead()) is not None:
+            raise AssertionError(problem)
+        return done if len(done) == count else None
+
+    return wait_for(finished, timeout=timeout, interval=1, what=f"{count} runs to finish")
 
 
 def canary(progress_deadline: str) -> dict[str, Any]:

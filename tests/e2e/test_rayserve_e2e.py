@@ -22,7 +22,7 @@ from kubernetes import client, config
 from slipway.devstack.modelserver import alive, family
 from slipway.devstack.stack import NAMESPACE, DevStack
 from slipway.devstack.traffic import LoadGenerator
-from tests.e2e.rollouts import GROUP, HOST, VERSION, canary, md_status, prometheus, register, until
+from tests.e2e.rollouts import GROUP, HOST, PLAIN_INSTANCES, VERSION, canary, md_status, prometheus, register, until
 from tests.support import wait_for, write_model_run
 
 pytestmark = pytest.mark.e2e
@@ -99,8 +99,7 @@ def load(stack: DevStack, api: client.CustomObjectsApi) -> Iterator[LoadGenerato
     deployment["spec"]["version"] = 1  # type: ignore[index]
     api.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "modeldeployments", deployment)
     until(api, "version 1 stable", phase="Stable", stableVersion=1)
-    instances = [{"sessions_30d": float(i % 17), "monthly_charges": 20.0 + i % 90} for i in range(200)]
-    with LoadGenerator(stack.gateway_url, HOST, "churn", instances, rate=20, max_seconds=900) as generator:
+    with LoadGenerator(stack.gateway_url, HOST, "churn", PLAIN_INSTANCES, rate=20, max_seconds=900) as generator:
         yield generator
 
 

@@ -26,6 +26,7 @@ from slipway.devstack.traffic import LoadGenerator
 from tests.e2e.rollouts import (
     GROUP,
     HOST,
+    PLAIN_INSTANCES,
     ROLLOUT_TIMEOUT,
     VERSION,
     canary,
@@ -102,8 +103,7 @@ def load(stack: DevStack, api: client.CustomObjectsApi) -> Iterator[LoadGenerato
     deployment = stack.model_deployment(strategy=copy.deepcopy(SHADOW_CANARY), features=False)
     api.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "modeldeployments", deployment)
     until(api, "version 1 stable", phase="Stable", stableVersion=1)
-    instances = [{"sessions_30d": float(i % 17), "monthly_charges": 20.0 + i % 90} for i in range(200)]
-    with LoadGenerator(stack.gateway_url, HOST, "churn", instances, rate=25, max_seconds=900) as generator:
+    with LoadGenerator(stack.gateway_url, HOST, "churn", PLAIN_INSTANCES, rate=25, max_seconds=900) as generator:
         yield generator
 
 

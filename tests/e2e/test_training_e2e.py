@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client, config
 
 from slipway.devstack.stack import NAMESPACE, DevStack
-from tests.support import wait_for
+from tests.e2e.rollouts import finished_runs
 
 pytestmark = pytest.mark.e2e
 TIMEOUT = 600  # seconds for a run on a loaded 2-core machine; runs take about a minute
@@ -50,18 +50,7 @@ def runs(
     for manifest in manifests:
         api.create_namespaced_custom_object("slipway.dev", "v1alpha1", NAMESPACE, "trainingruns", manifest)
 
-    def finished() -> dict[str, dict[str, Any]] | None:
-        items = api.list_namespaced_custom_object("slipway.dev", "v1alpha1", NAMESPACE, "trainingruns")["items"]
-        done = {
-            i["metadata"]["name"]: i["status"]
-            for i in items
-            if (i.get("status") or {}).get("phase") in ("Succeeded", "Failed")
-        }
-        if (problem := stack.dead()) is not None:
-            raise AssertionError(problem)
-        return done if len(done) == len(manifests) else None
-
-    return wait_for(finished, timeout=TIMEOUT, interval=2, what="the three runs to finish")
+    return finished_runs(stack, api, len(manifests), TIMEOUT)
 
 
 def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import pytest
 from kubernetes import client, config
 
 from slipway.devstack.stack import NAMESPACE, DevStack
-from tests.support import wait_for
+from tests.e2e.rollouts import finished_runs
 
 pytestmark = pytest.mark.e2e
 TIMEOUT = 600  # seconds for every run on a loaded 2-core machine; they take well under a minute
@@ -91,18 +91,7 @@ def runs(stack: DevStack, api: client.CustomObjectsApi) -> dict[str, tuple[Case,
         manifest["spec"]["backoffLimit"] = 2  # type: ignore[index]
         api.create_namespaced_custom_object("slipway.dev", "v1alpha1", NAMESPACE, "trainingruns", manifest)
 
-    def finished() -> dict[str, dict[str, Any]] | None:
-        items = api.list_namespaced_custom_object("slipway.dev", "v1alpha1", NAMESPACE, "trainingruns")["items"]
-        done = {
-            i["metadata"]["name"]: i["status"]
-            for i in items
-            if (i.get("status") or {}).get("phase") in ("Succeeded", "Failed")
-        }
-        if (problem := stack.dead()) is not None:
-            raise AssertionError(problem)
-        return done if len(done) == len(table) else None
-
-    done = wait_for(finished, timeout=TIMEOUT, interval=1, what="every run to fail")
+    done = finished_runs(stack, api, len(table), TIMEOUT)
     return {name: (table[name], done[name]) for name in table}
 
 
