@@ -11,7 +11,6 @@ version directly, and the ray-serve revision it replaces leaves no process behin
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,8 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from slipway.devstack.modelserver import alive, family
+from slipway.devstack.modelserver import alive, family, marked
+from slipway.devstack.serving import MARKER_ENV
 from slipway.devstack.stack import NAMESPACE, DevStack
 from slipway.devstack.traffic import LoadGenerator
 from tests.e2e.rollouts import GROUP, HOST, PLAIN_INSTANCES, VERSION, canary, md_status, prometheus, register, until
@@ -80,8 +80,9 @@ def series(stack: DevStack, revision: str) -> dict[str, set[frozenset[str]]]:
 
 def server_processes(stack: DevStack) -> set[tuple[int, str]]:
     """Every process of every model server the executor runs now (Ray's included; not nginx)."""
-    pids = json.loads((stack.workdir / "serving" / "pids.json").read_text())
-    return {p for pid, _ in pids["children"] if b"pipelines.predictor" in cmdline(pid) for p in family(pid)}
+    started = marked(MARKER_ENV, str(stack.workdir))  # every process the executor started, and theirs
+    servers = [pid for pid in started if b"pipelines.predictor" in cmdline(pid)]
+    return {p for pid in servers for p in family(pid)}
 
 
 def cmdline(pid: int) -> bytes:

@@ -29,7 +29,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from slipway.devstack.cluster import kubectl
 from slipway.devstack.kubelet import NODE
+from slipway.devstack.modelserver import marked
 from slipway.devstack.prometheus import TARGETS_FILE
+from slipway.devstack.serving import MARKER_ENV
 from slipway.devstack.stack import DevStack
 from tests.support import wait_for, write_model_run
 
@@ -346,8 +348,9 @@ def test_a_model_that_does_not_load_restarts_with_its_log_and_is_never_ready(
 def test_a_restarted_executor_kills_what_it_left_and_reruns_the_pods(stack: DevStack, api: client.ApiClient) -> None:
     wait_for(lambda: ready(api, "churn-v2"), timeout=READY_TIMEOUT, what="churn-v2 Ready")
     gateway = stack.gateway_url
-    doc = json.loads((stack.workdir / "serving" / "pids.json").read_text())
-    leftovers = [pid for pid, _ in doc["children"]]
+    leftovers = marked(MARKER_ENV, str(stack.workdir))  # the model servers and theirs
+    leftovers.append(int((stack.workdir / "serving" / "gateway" / "nginx.pid").read_text()))  # and nginx
+    assert len(leftovers) >= 3, leftovers
     assert stack.serving is not None
     stack.serving.send_signal(signal.SIGKILL)  # no cleanup, as when a node dies
     stack.serving.wait()

@@ -39,6 +39,7 @@ from kubernetes import client, config
 from ..api.resources import MODEL_DEPLOYMENTS, MODEL_VERSIONS, TRAINING_RUNS, Resource
 from ..controlplane.assets import REPO_ROOT
 from . import timeline
+from .modelserver import marked
 from .stack import DOMAIN, NAMESPACE, PID_FILE, DevStack
 from .traffic import LoadGenerator
 
@@ -569,17 +570,10 @@ def _cmdline(pid: int) -> str:
 
 
 def leftovers(marker: str) -> list[int]:
-    """Processes, other than this one, whose environment carries `MARKER_ENV=marker`: the demo's own.
-
-    Every process the demo starts inherits its environment, also those that leave its process
-    tree (a component's orphaned child); a user's `slipway dev down` in another shell does not.
-    """
-    found = []
-    for process in psutil.process_iter():
-        with contextlib.suppress(psutil.Error):
-            if process.pid != os.getpid() and process.environ().get(MARKER_ENV) == marker:
-                found.append(process.pid)
-    return found
+    """The demo's own processes: every process it starts inherits `MARKER_ENV=marker`, also those
+    that leave its process tree (a component's orphaned child); a user's `slipway dev down` in
+    another shell does not."""
+    return marked(MARKER_ENV, marker)
 
 
 def running(pid_file: Path) -> int | None:

@@ -131,6 +131,17 @@ def family(leader: int) -> set[tuple[int, str]]:
     return found
 
 
+def marked(name: str, value: str) -> list[int]:
+    """Processes, other than this one, whose environment carries `name=value`: every process
+    started under it inherits the variable, also those that leave its process tree."""
+    found = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if process.pid != os.getpid() and process.environ().get(name) == value:
+                found.append(process.pid)
+    return found
+
+
 def signal_all(processes: set[tuple[int, str]], sig: signal.Signals) -> None:
     for pid, started in processes:
         if alive(pid, started):

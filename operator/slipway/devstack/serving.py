@@ -13,7 +13,7 @@ node `devstack`. This process plays what is left, what a machine without contain
   serves their weights, and a deleted pod's process stopped only once nginx routes nothing to it.
 Ready model servers are listed for Prometheus in `<workdir>/prometheus-targets.json`.
 
-A restarted executor kills what its predecessor started (pid file in `<workdir>/serving/`) and
+A restarted executor kills what its predecessor started (each process carries MARKER_ENV) and
 runs the node's pods afresh, as a kubelet does after a reboot.
 """
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -33,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -54,7 +54,7 @@ from .gateway import (
 )
 from .gateway import valid_hostname as _valid_host
 from .kubelet import Kubelet
-from .modelserver import READY, STARTING, UNREADY, alive, family, signal_all, starttime
+from .modelserver import READY, STARTING, UNREADY, alive, family, marked, signal_all, starttime
 from .prometheus import TARGETS_FILE, ScrapeTarget, write_targets
 
 log = logging.getLogger("slipway.devstack.serving")
@@ -63,6 +63,7 @@ PREDICTOR_MODULE = "pipelines.predictor"
 GATEWAY_URL_FILE = "gateway-url"
 STOP_GRACE = 10.0
 ISVC_LABEL = "serving.kserve.io/inferenceservice"
+MARKER_ENV = "SLIPWAY_SERVING_WORKDIR"  # inherited by every process an executor starts
 
 # An HTTPRoute, its parentRefs naming our Gateway, and its unresolved backendRefs as (reason, message).
 RouteResult = tuple[dict[str, Any], list[dict[str, Any]], list[tuple[str, str]]]
@@ -146,8 +147,6 @@ class Executor:
         namespace, _, name = gateway.rpartition("/")
         self.gateway = (namespace or "slipway-system", name)
         self.kubelet = Kubelet(self.core, self.folder, module, extra_env)
-        self.pid_path = self.folder / "pids.json"
-        self._pids_written: list[list[Any]] = []
         self.gateway_port = gateway_port
         self.nginx = Nginx(nginx_binary or sysdeps.nginx(), self.folder / "gateway", gateway_port or 0)
 
@@ -162,7 +161,6 @@ class Executor:
         port = self.gateway_port or (previous if previous and _bindable(previous) else free_port())
         self.nginx = Nginx(self.nginx.binary, self.nginx.folder, port)
         self.nginx.start(render_config({}, self.nginx.settings))
-        self._write_pids()
         write_targets(self.workdir / TARGETS_FILE, [])
         self.kubelet.register()
         (self.workdir / GATEWAY_URL_FILE).write_text(self.nginx.url + "\n")
@@ -180,42 +178,30 @@ class Executor:
                 server.kill()
         self.nginx.stop()
         write_targets(self.workdir / TARGETS_FILE, [])
-        self.pid_path.unlink(missing_ok=True)
 
     def _kill_leftovers(self) -> None:
-        if not self.pid_path.exists():
-            return
-        recorded = json.loads(self.pid_path.read_text())
-        owner = recorded.get("executor")
-        if owner and owner[0] != os.getpid() and starttime(owner[0]) == owner[1]:
-            raise RuntimeError(f"another serving executor (pid {owner[0]}) runs in {self.workdir}")
-        killed: set[tuple[int, str]] = set()
-        for pid, started in recorded.get("children", []):
-            if starttime(pid) == started:
-                log.info("stopping pid %d, left over by an earlier executor, and what it started", pid)
-                processes = family(pid)  # each child leads its own session (Ray's processes in it too)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
-                signal_all(processes, signal.SIGKILL)
-                killed |= processes | {(pid, started)}
+        """Kills what an earlier executor of this workdir left running, after a SIGKILL: every
+        process started under an executor (the model servers, Ray's) inherits MARKER_ENV."""
+        marker = str(self.workdir)
+        for pid in marked(MARKER_ENV, marker):
+            if "slipway.devstack.serving" in " ".join(_cmdline(pid)):
+                raise RuntimeError(f"another serving executor (pid {pid}) runs in {self.workdir}")
+        os.environ[MARKER_ENV] = marker
+        left = {(pid, starttime(pid) or "") for pid in marked(MARKER_ENV, marker)}
+        # nginx overwrites its environment (its process titles take the space): found by its pid file.
+        with contextlib.suppress(OSError, ValueError):
+            master = int((self.nginx.folder / "nginx.pid").read_text())
+            if "nginx" in " ".join(_cmdline(master)):
+                left |= family(master)
+        if left:
+            log.info("stopping %d processes left over by an earlier executor", len(left))
+        signal_all(left, signal.SIGKILL)
         # Gone means its ports are free again (a zombie holds none): the gateway reuses its port.
         deadline = time.monotonic() + 10
-        while any(alive(pid, started) for pid, started in killed):
+        while any(alive(pid, started) for pid, started in left):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"processes left over by an earlier executor did not die: {killed}")
+                raise TimeoutError(f"processes left over by an earlier executor did not die: {left}")
             time.sleep(0.05)
-        self.pid_path.unlink()
-
-    def _write_pids(self) -> None:
-        procs = [self.nginx.proc] + [s.proc for s in self.kubelet.servers.values()]
-        children = sorted([p.pid, starttime(p.pid)] for p in procs if p is not None and p.poll() is None)
-        if children == self._pids_written and self.pid_path.exists():
-            return
-        me = [os.getpid(), starttime(os.getpid())]
-        partial = self.pid_path.with_suffix(".partial")
-        partial.write_text(json.dumps({"executor": me, "children": children}))
-        partial.replace(self.pid_path)
-        self._pids_written = children
 
     # --- one pass ---------------------------------------------------------------------------
 
@@ -223,7 +209,6 @@ class Executor:
         now = time.monotonic()
         pods = self.kubelet.pods()
         self.kubelet.sync(pods, now)
-        self._write_pids()  # at once: a restart after a SIGKILL must find every process we started
         services = self.core.api_client.sanitize_for_serialization(self.core.list_service_for_all_namespaces().items)
         routes: Any = self.custom.list_cluster_custom_object(HTTP_ROUTES.group, HTTP_ROUTES.version, HTTP_ROUTES.plural)
         backends = endpoints(services, pods, self.kubelet.addresses(pods))
@@ -243,7 +228,6 @@ class Executor:
             if server.state in (STARTING, READY, UNREADY) and server.terminated_at is None
         ]
         write_targets(self.workdir / TARGETS_FILE, targets)
-        self._write_pids()
 
     def _write_route_status(self, route: dict[str, Any], status: dict[str, Any]) -> None:
         """Replaces the status when it changed; a conflict (the route moved on) waits for the next pass."""
@@ -267,6 +251,13 @@ def _pod_labels(pods: Iterable[dict[str, Any]], uid: str) -> tuple[str, str, str
         if meta["uid"] == uid:
             return meta["namespace"], (meta.get("labels") or {}).get(ISVC_LABEL, ""), meta["name"]
     return "", "", uid
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return list(psutil.Process(pid).cmdline())
+    except psutil.Error:
+        return []
 
 
 def _bindable(port: int) -> bool:
