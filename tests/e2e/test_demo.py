@@ -53,7 +53,7 @@ def test_the_demo_trains_promotes_rolls_back_draws_and_cleans_up(tmp_path: Path)
         assert path.exists() and path.stat().st_size > 1000, path
     page = (tmp_path / "demo" / "timeline.html").read_text()
     for version in (1, 2, 3):
-        assert f'data-version="{version}" data-metric="weights"' in page
-    assert 'data-version="3" data-metric="error_rate"' in page
+        assert f'<g id="series-v{version}-weights">' in page
+    assert '<g id="series-v3-error_rate">' in page
     assert processes_naming(str(tmp_path)) == []
     assert "everything the demo started is stopped" in output

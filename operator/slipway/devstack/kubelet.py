@@ -164,7 +164,6 @@ class Kubelet:
         self.module = module
         self.extra_env = dict(extra_env)
         self.servers: dict[str, ModelServer] = {}  # pod uid -> its process
-        self.started_at: dict[str, str] = {}
         self.refused: dict[str, str] = {}  # pod uid -> why it cannot run here
 
     def register(self) -> None:
@@ -214,7 +213,6 @@ class Kubelet:
                 server = ModelServer(f"{meta['namespace']}/{meta['name']}", container, self.module, env, self.log_dir)
                 server.start()
                 self.servers[uid] = server
-                self.started_at[uid] = stamp(datetime.now(UTC))
             server.check(now)
 
     def addresses(self, pods: Iterable[dict[str, Any]]) -> dict[str, str]:
@@ -235,23 +233,24 @@ class Kubelet:
             meta = pod["metadata"]
             uid = meta["uid"]
             seen.add(uid)
-            server = self.servers.get(uid)
             if meta.get("deletionTimestamp"):
-                if server is not None and not server.gone():
-                    server.terminate()
-                    continue
-                if server is not None:
-                    server.release()
-                    del self.servers[uid]
-                self._delete(pod)
+                if self._stopped(uid):
+                    self._delete(pod)
                 continue
             self._write_status(pod, self._container(uid), self.refused.get(uid))
         for uid in set(self.servers) - seen:  # the pod is gone from the API: stop its process
-            server = self.servers[uid]
+            self._stopped(uid)
+
+    def _stopped(self, uid: str) -> bool:
+        """SIGTERM to the pod's process (once); True once it and what it started are gone."""
+        server = self.servers.get(uid)
+        if server is not None:
             server.terminate()
-            if server.gone():
-                server.release()
-                del self.servers[uid]
+            if not server.gone():
+                return False
+            server.release()
+            del self.servers[uid]
+        return True
 
     def kill_overdue(self, grace: float, now: float) -> None:
         """SIGKILL for what outlived its pod's grace period since the first SIGTERM."""
@@ -270,10 +269,8 @@ class Kubelet:
             return None
         pid = server.proc.pid if server.proc else None
         code, finished = server.last_exit or (None, None)
-        started = self.started_at.get(uid, "")
-        return Container(
-            server.state, server.restarts, started, pid, code, stamp(finished) if finished else "", server.message
-        )
+        when = (stamp(server.started_at), stamp(finished) if finished else "")
+        return Container(server.state, server.restarts, when[0], pid, code, when[1], server.message)
 
     def _write_status(self, pod: dict[str, Any], container: Container | None, refused: str | None) -> None:
         status = pod_status(pod, container, refused, datetime.now(UTC))

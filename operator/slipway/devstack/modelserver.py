@@ -186,6 +186,7 @@ class ModelServer:
         self.started: str | None = None  # the process's start time: with its pid, it names it
         self.seen: set[tuple[int, str]] = set()  # its processes and theirs, as last looked at
         self.terminated_at: float | None = None  # when it was asked to stop (monotonic)
+        self.started_at = datetime.now(UTC)  # of the process running now
         self.last_exit: tuple[int, datetime] | None = None  # its last exit code and time, kept across restarts
 
     @property
@@ -201,6 +202,7 @@ class ModelServer:
             out.write(f"--- {datetime.now(UTC).isoformat()} {' '.join(command)}\n".encode())
             self.proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.started = starttime(self.proc.pid)
+        self.started_at = datetime.now(UTC)
         self.seen = set()
         self.state = STARTING if self.state != FAILED else FAILED
         self.failures = 0

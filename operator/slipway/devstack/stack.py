@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -56,8 +57,16 @@ GATEWAY = "slipway-system/slipway-gateway"
 
 
 class DevStack:
-    def __init__(self, workdir: Path, with_training: bool = True, with_serving: bool = True) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        with_training: bool = True,
+        with_serving: bool = True,
+        serving_env: Mapping[str, str] | None = None,
+    ) -> None:
         self.workdir = workdir.resolve()
+        # Added to every model server's environment (e.g. a shorter input-monitor window for a test).
+        self.serving_env = dict(serving_env or {})
         self.with_training = with_training
         self.with_serving = with_serving
         self.plane = ControlPlane(self.workdir / "controlplane")
@@ -66,9 +75,9 @@ class DevStack:
         routing = {"SLIPWAY_INGRESS_DOMAIN": DOMAIN, "SLIPWAY_GATEWAY": GATEWAY}
         self.operator = OperatorProcess(self.plane.kubeconfig, self.workdir / "operator.log", env=routing)
         self.ray = LocalRay(self.workdir / "ray.log")
-        self.executor: subprocess.Popen[bytes] | None = None
+        self.executor: Component | None = None  # the RayJob executor
         self.prometheus = LocalPrometheus(self.workdir)
-        self.serving: subprocess.Popen[bytes] | None = None
+        self.serving_executor: Component | None = None
         self.components: list[Component] = []  # KServe and the Kubernetes controllers
         self.gateway_port = 0  # chosen when the gateway starts, kept across restarts of the executor
         self.feast_data = self.workdir / "feast"
@@ -152,8 +161,8 @@ class DevStack:
     def _start_executor(self) -> None:
         args = [sys.executable, "-m", "slipway.devstack.rayjobs", f"--kubeconfig={self.kubeconfig}"]
         args += [f"--ray-address={self.ray.address}", *(f"--env={k}={v}" for k, v in self.job_env().items())]
-        log = open(self.workdir / "executor.log", "ab")  # noqa: SIM115 - lives as long as the process
-        self.executor = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.ray.env})
+        self.executor = Component("executor", args, env={**os.environ, **self.ray.env})
+        start_all([self.executor], None, self.workdir)
 
     def _start_controllers(self) -> None:
         """KServe (its webhooks too, so before the operator writes an InferenceService), and the
@@ -165,22 +174,21 @@ class DevStack:
         start_all(self.components, self.kubeconfig, self.workdir)
 
     def _start_serving(self, timeout: float = 120) -> None:
-        """The node and Gateway stand-in; ready once its nginx answers (it writes the gateway URL then)."""
+        """The node and Gateway stand-in; ready once its nginx answers (it writes the gateway URL then;
+        the first run downloads nginx and Prometheus)."""
         url_file = self.workdir / GATEWAY_URL_FILE
         url_file.unlink(missing_ok=True)
         self.gateway_port = self.gateway_port or free_port()
         args = [sys.executable, "-m", "slipway.devstack.serving", f"--kubeconfig={self.kubeconfig}"]
         args += [f"--workdir={self.workdir}", f"--gateway={GATEWAY}"]
-        args += [f"--gateway-port={self.gateway_port}", *(f"--env={k}={v}" for k, v in self.job_env().items())]
-        log = open(self.workdir / "serving.log", "ab")  # noqa: SIM115 - lives as long as the process
-        self.serving = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout  # the first run downloads nginx and Prometheus
-        while not url_file.exists():
-            if self.serving.poll() is not None:
-                raise RuntimeError(f"the serving executor exited ({self.serving.returncode}); see {log.name}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the serving executor's gateway did not start within {timeout}s; see {log.name}")
-            time.sleep(0.2)
+        env = self.job_env() | self.serving_env
+        args += [f"--gateway-port={self.gateway_port}", *(f"--env={k}={v}" for k, v in env.items())]
+        self.serving_executor = Component("serving", args, url_file.exists, dict(os.environ))
+        start_all([self.serving_executor], None, self.workdir, timeout)
+
+    @property
+    def serving(self) -> subprocess.Popen[bytes] | None:
+        return self.serving_executor.proc if self.serving_executor else None
 
     def training_run(self, name: str, labels: Path | None = None, **spec: object) -> dict[str, object]:
         """A TrainingRun for the dev stack's data, CPU-sized for one machine."""
@@ -240,18 +248,12 @@ class DevStack:
         return path
 
     def stop(self) -> None:
-        if self.serving and self.serving.poll() is None:
-            self.serving.terminate()  # it stops its model servers and nginx
-            try:
-                self.serving.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.serving.kill()
-                self.serving.wait()
+        if self.serving_executor:
+            self.serving_executor.stop(timeout=30)  # it stops its model servers and nginx
         stop_all(self.components)
         self.prometheus.stop()
-        if self.executor and self.executor.poll() is None:
-            self.executor.terminate()
-            self.executor.wait(timeout=20)
+        if self.executor:
+            self.executor.stop()
         self.ray.stop()
         self.operator.stop()
         self.plane.stop()
@@ -260,7 +262,7 @@ class DevStack:
         """The first component that exited, if any."""
         processes = (
             ("operator", self.operator.proc),
-            ("executor", self.executor),
+            ("executor", self.executor.proc if self.executor else None),
             ("serving", self.serving),
             ("prometheus", self.prometheus.proc),
             *((c.name, c.proc) for c in self.components),

@@ -2,17 +2,17 @@
 
 A sample holds, per model version (the predictor's `revision` label), the traffic weight the
 ModelDeployment's status gives it and what Prometheus measured over the last few seconds: error
-rate, p95 latency and mean prediction. Everything here but `render_png` (matplotlib) is plain
-Python: the queries, parsing Prometheus's answers, the series, and the HTML page with its chart as
-inline SVG, so the page needs nothing but a browser.
+rate, p95 latency and mean prediction. One matplotlib figure is the chart, saved as the PNG and
+inlined as SVG in the HTML page, so the page needs nothing but a browser.
 """
 
 from __future__ import annotations
 
 import html
+import io
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,94 +137,20 @@ def colour(version: int, all_versions: Sequence[int]) -> str:
     return COLOURS[all_versions.index(version) % len(COLOURS)] if version in all_versions else COLOURS[-1]
 
 
-def _segments(points: Sequence[tuple[float, float | None]]) -> list[list[tuple[float, float]]]:
-    """Runs of consecutive points with values (a gap breaks the line)."""
-    runs: list[list[tuple[float, float]]] = [[]]
-    for t, value in points:
-        if value is None:
-            if runs[-1]:
-                runs.append([])
-        else:
-            runs[-1].append((t, value))
-    return [run for run in runs if run]
-
-
-def _steps(run: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
-    """A weight holds until the next sample: a staircase, not a ramp."""
-    out: list[tuple[float, float]] = []
-    for t, value in run:
-        if out and out[-1][1] != value:
-            out.append((t, out[-1][1]))
-        out.append((t, value))
-    return out
-
-
 def _top(panel: Panel, data: Mapping[int, Sequence[tuple[float, float | None]]]) -> float:
     highest = max((v for points in data.values() for _, v in points if v is not None), default=0.0)
     return panel.floor if panel.key == "weights" else max(panel.floor, highest * 1.1)
 
 
-def render_svg(samples: Sequence[Sample], events: Sequence[Event], width: int = 960) -> str:
-    """The four panels as one SVG: a polyline per version and panel, dashed lines at the events."""
-    left, right, height, gap, top_margin = 70, 20, 150, 40, 30
-    plot_w = width - left - right
-    total_h = top_margin + len(PANELS) * (height + gap)
-    t_end = max((s.t for s in samples), default=1.0) or 1.0
-    all_versions = versions(samples)
+def render_svg(samples: Sequence[Sample], events: Sequence[Event], title: str = "") -> str:
+    """The chart as an SVG element to inline in a page; each line is the group `series-v<version>-<panel>`."""
+    import matplotlib.pyplot as plt
 
-    def x(t: float) -> float:
-        return left + plot_w * t / t_end
-
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{total_h}" '
-        f'viewBox="0 0 {width} {total_h}" font-family="sans-serif" font-size="11">'
-    ]
-    for index, version in enumerate(all_versions):
-        parts.append(
-            f'<text x="{left + index * 90}" y="16" fill="{colour(version, all_versions)}" '
-            f'font-weight="bold">&#9632; version {version}</text>'
-        )
-    for number, panel in enumerate(PANELS):
-        y0 = top_margin + number * (height + gap)
-        data = series(samples, panel.key)
-        top = _top(panel, data)
-
-        def y(value: float, y0: float = y0, top: float = top) -> float:
-            return y0 + height * (0.97 - 0.94 * min(value, top) / top)  # a line at 0 or the top stays visible
-
-        parts.append(f'<g class="panel" id="panel-{panel.key}">')
-        parts.append(f'<rect x="{left}" y="{y0}" width="{plot_w}" height="{height}" fill="none" stroke="#999"/>')
-        parts.append(f'<text x="{left}" y="{y0 - 6}" font-weight="bold">{panel.title} ({panel.unit})</text>')
-        for fraction in (0.0, 0.5, 1.0):
-            value = top * fraction
-            parts.append(
-                f'<text x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{value:.3g}</text>'
-                f'<line x1="{left}" x2="{left + plot_w}" y1="{y(value):.1f}" y2="{y(value):.1f}" stroke="#eee"/>'
-            )
-        for version, points in data.items():
-            for run in _segments(points):
-                if panel.key == "weights":
-                    run = _steps(run)
-                coords = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in run)
-                parts.append(
-                    f'<polyline class="series" data-version="{version}" data-metric="{panel.key}" fill="none" '
-                    f'stroke="{colour(version, all_versions)}" stroke-width="2" points="{coords}"/>'
-                )
-        for event in events:
-            parts.append(
-                f'<line x1="{x(event.t):.1f}" x2="{x(event.t):.1f}" y1="{y0}" y2="{y0 + height}" '
-                'stroke="#555" stroke-dasharray="3,3"/>'
-            )
-        parts.append("</g>")
-    axis_y = top_margin + len(PANELS) * (height + gap) - gap + 16
-    for fraction in (0.0, 0.25, 0.5, 0.75, 1.0):
-        t = t_end * fraction
-        parts.append(f'<text x="{x(t):.1f}" y="{axis_y}" text-anchor="middle">{t:.0f} s</text>')
-    for index, event in enumerate(events):
-        label_y = top_margin + 12 + (index % 4) * 12  # staggered, so neighbours do not overlap
-        parts.append(f'<text x="{x(event.t) + 3:.1f}" y="{label_y}" fill="#333">{html.escape(event.text)}</text>')
-    parts.append("</svg>")
-    return "\n".join(parts)
+    chart, text = figure(samples, events, title), io.StringIO()
+    chart.savefig(text, format="svg")
+    plt.close(chart)
+    svg = text.getvalue()
+    return svg[svg.index("<svg") :]
 
 
 def render_html(samples: Sequence[Sample], events: Sequence[Event], title: str = "Slipway rollout timeline") -> str:
@@ -248,25 +174,28 @@ def render_html(samples: Sequence[Sample], events: Sequence[Event], title: str =
     )
 
 
-def render_png(samples: Sequence[Sample], events: Sequence[Event], path: Path, title: str = "") -> None:
-    """The same four panels with matplotlib (headless)."""
+def figure(samples: Sequence[Sample], events: Sequence[Event], title: str = "") -> Any:
+    """The four panels as one matplotlib figure (headless): a line per version, dashed at the events."""
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text in the page's SVG
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     all_versions = versions(samples)
-    figure, axes = plt.subplots(len(PANELS), 1, sharex=True, figsize=(11, 2.4 * len(PANELS)), squeeze=False)
+    chart, axes = plt.subplots(len(PANELS), 1, sharex=True, figsize=(11, 2.4 * len(PANELS)), squeeze=False)
     for axis, panel in zip(axes[:, 0], PANELS, strict=True):
         data = series(samples, panel.key)
         for version, points in data.items():
-            values = [math.nan if v is None else v for _, v in points]
+            values = [math.nan if v is None else v for _, v in points]  # a gap breaks the line
             axis.plot(
                 [t for t, _ in points],
                 values,
                 color=colour(version, all_versions),
                 label=f"v{version}",
-                drawstyle="steps-post" if panel.key == "weights" else "default",
+                drawstyle="steps-post" if panel.key == "weights" else "default",  # a weight holds
+                gid=f"series-v{version}-{panel.key}",
             )
         axis.set_ylabel(f"{panel.title}\n({panel.unit})")
         top = _top(panel, data)
@@ -285,33 +214,29 @@ def render_png(samples: Sequence[Sample], events: Sequence[Event], path: Path, t
             fontsize=7,
         )
     if all_versions:
-        first.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+        handles = [Line2D([], [], color=colour(v, all_versions), label=f"version {v}") for v in all_versions]
+        first.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     axes[-1, 0].set_xlabel("seconds since the deployment was created")
     if title:
-        figure.suptitle(title)
-    figure.tight_layout()
+        chart.suptitle(title)
+    chart.tight_layout()
+    return chart
+
+
+def render_png(samples: Sequence[Sample], events: Sequence[Event], path: Path, title: str = "") -> None:
+    import matplotlib.pyplot as plt
+
+    chart = figure(samples, events, title)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    chart.savefig(path, dpi=100)
+    plt.close(chart)
 
 
-def write(
-    folder: Path,
-    samples: Sequence[Sample],
-    events: Sequence[Event],
-    title: str = "Slipway rollout timeline",
-    png: Callable[[Sequence[Sample], Sequence[Event], Path, str], None] = render_png,
-) -> list[Path]:
-    """timeline.html and timeline.json, and timeline.png when matplotlib is installed."""
+def write(folder: Path, samples: Sequence[Sample], events: Sequence[Event], title: str = "") -> list[Path]:
+    """timeline.png, timeline.html and timeline.json."""
     folder.mkdir(parents=True, exist_ok=True)
-    page = folder / "timeline.html"
-    page.write_text(render_html(samples, events, title))
-    raw = folder / "timeline.json"
+    page, raw, png = folder / "timeline.html", folder / "timeline.json", folder / "timeline.png"
+    render_png(samples, events, png, title)
+    page.write_text(render_html(samples, events, title or "Slipway rollout timeline"))
     raw.write_text(json.dumps({"samples": [asdict(s) for s in samples], "events": [asdict(e) for e in events]}))
-    written = [page, raw]
-    try:
-        png(samples, events, folder / "timeline.png", title)
-        written.insert(0, folder / "timeline.png")
-    except ImportError:
-        pass  # the page has the same chart; matplotlib comes with the dev extra
-    return written
+    return [png, page, raw]
