@@ -258,11 +258,6 @@ class Kubelet:
             if server.terminated_at is not None and now - server.terminated_at > grace:
                 server.kill()
 
-    def stop(self) -> list[ModelServer]:
-        servers = list(self.servers.values())
-        self.servers.clear()
-        return servers
-
     def _container(self, uid: str) -> Container | None:
         server = self.servers.get(uid)
         if server is None:

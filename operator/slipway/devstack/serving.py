@@ -168,7 +168,7 @@ class Executor:
 
     def stop(self) -> None:
         """Each server and what it started (Ray's processes) get the grace period, then SIGKILL."""
-        servers = self.kubelet.stop()
+        servers = list(self.kubelet.servers.values())
         for server in servers:
             server.terminate()
         for deadline in (time.monotonic() + STOP_GRACE, time.monotonic() + 2 * STOP_GRACE):
@@ -220,12 +220,15 @@ class Executor:
             for route, parents, unresolved in results:
                 self._write_route_status(route, route_status(route, parents, unresolved, datetime.now(UTC)))
         self.kubelet.kill_overdue(STOP_GRACE, now)
+        # Listed from start-up, not from readiness: Prometheus finds a new target only every few
+        # seconds, and the candidate's first analysis window must already have samples.
+        metas = {p["metadata"]["uid"]: p["metadata"] for p in pods}
         targets = [
-            # Listed from start-up, not from readiness: Prometheus finds a new target only every
-            # few seconds, and the candidate's first analysis window must already have samples.
-            ScrapeTarget(server.address, *_pod_labels(pods, uid))
+            ScrapeTarget(
+                server.address, meta["namespace"], (meta.get("labels") or {}).get(ISVC_LABEL, ""), meta["name"]
+            )
             for uid, server in self.kubelet.servers.items()
-            if server.state in (STARTING, READY, UNREADY) and server.terminated_at is None
+            if (meta := metas.get(uid)) and server.state in (STARTING, READY, UNREADY) and server.terminated_at is None
         ]
         write_targets(self.workdir / TARGETS_FILE, targets)
 
@@ -242,15 +245,6 @@ class Executor:
         except ApiException as error:
             if error.status not in (404, 409):
                 raise
-
-
-def _pod_labels(pods: Iterable[dict[str, Any]], uid: str) -> tuple[str, str, str]:
-    """(namespace, InferenceService, pod) of the pod with `uid`, for Prometheus's target labels."""
-    for pod in pods:
-        meta = pod["metadata"]
-        if meta["uid"] == uid:
-            return meta["namespace"], (meta.get("labels") or {}).get(ISVC_LABEL, ""), meta["name"]
-    return "", "", uid
 
 
 def _cmdline(pid: int) -> list[str]:

@@ -17,9 +17,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# One colour per version, in order (matplotlib's tab10, so the PNG and the page agree).
-COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
-
 
 @dataclass(frozen=True)
 class Sample:
@@ -134,7 +131,8 @@ def series(samples: Sequence[Sample], key: str) -> dict[int, list[tuple[float, f
 
 
 def colour(version: int, all_versions: Sequence[int]) -> str:
-    return COLOURS[all_versions.index(version) % len(COLOURS)] if version in all_versions else COLOURS[-1]
+    """One colour per version, in order: matplotlib's colour cycle (C0, C1, ...)."""
+    return f"C{all_versions.index(version) % 10}" if version in all_versions else "C7"
 
 
 def _top(panel: Panel, data: Mapping[int, Sequence[tuple[float, float | None]]]) -> float:
@@ -223,20 +221,15 @@ def figure(samples: Sequence[Sample], events: Sequence[Event], title: str = "") 
     return chart
 
 
-def render_png(samples: Sequence[Sample], events: Sequence[Event], path: Path, title: str = "") -> None:
-    import matplotlib.pyplot as plt
-
-    chart = figure(samples, events, title)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    chart.savefig(path, dpi=100)
-    plt.close(chart)
-
-
 def write(folder: Path, samples: Sequence[Sample], events: Sequence[Event], title: str = "") -> list[Path]:
     """timeline.png, timeline.html and timeline.json."""
+    import matplotlib.pyplot as plt
+
     folder.mkdir(parents=True, exist_ok=True)
     page, raw, png = folder / "timeline.html", folder / "timeline.json", folder / "timeline.png"
-    render_png(samples, events, png, title)
+    chart = figure(samples, events, title)
+    chart.savefig(png, dpi=100)
+    plt.close(chart)
     page.write_text(render_html(samples, events, title or "Slipway rollout timeline"))
     raw.write_text(json.dumps({"samples": [asdict(s) for s in samples], "events": [asdict(e) for e in events]}))
     return [png, page, raw]
