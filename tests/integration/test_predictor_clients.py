@@ -44,6 +44,7 @@ from tests.integration.test_predictor import (  # noqa: F401  (module fixtures)
     forward,
     run_dir,
     sample,
+    training_frame,
     workdir,
 )
 
