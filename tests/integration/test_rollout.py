@@ -200,7 +200,7 @@ def test_blue_green_switches_keeps_the_old_warm_and_switches_back(
         lambda: weights(operator, namespace) == {"churn-v1-predictor": 0, "churn-v2-predictor": 100}, what="switch"
     )
     assert slipway(operator, namespace, "abort", "churn").returncode == 0
-    back = until(operator, namespace, "switched back", phase="Degraded", stableVersion=1)
+    back = until(operator, namespace, "switched back", timeout=90, phase="Degraded", stableVersion=1)
     assert back["rolledBackVersion"] == 2 and back["reason"] == "Aborted"
     assert weights(operator, namespace) == {"churn-v1-predictor": 100, "churn-v2-predictor": 0}
 
