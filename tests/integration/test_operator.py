@@ -269,7 +269,7 @@ def test_kubectl_get_shows_the_printer_columns(operator: Cluster, namespace: str
     assert headers == [
         ["NAME", "MODEL", "PHASE", "WORKERS", "GPUS", "METRIC", "VERSION", "AGE"],
         ["NAME", "MODEL", "VERSION", "METRIC", "GATES", "AGE"],
-        ["NAME", "MODEL", "STRATEGY", "STABLE", "CANDIDATE", "WEIGHT", "STEP", "PHASE", "REASON", "AGE"],
+        ["NAME", "MODEL", "STRATEGY", "STABLE", "CANDIDATE", "WEIGHT", "SHADOW", "STEP", "PHASE", "REASON", "AGE"],
     ], out
     rows = {line[0].split("/")[0]: line for line in lines if line[0] != "NAME"}
     assert rows["trainingrun.slipway.dev"][1:5] == ["churn", "Pending", "2", "1"]
