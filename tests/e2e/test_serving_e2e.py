@@ -137,13 +137,13 @@ def first(stack: DevStack, api: client.CustomObjectsApi) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def load(stack: DevStack, first: dict[str, Any]) -> Iterator[LoadGenerator]:
-    instances = [{"customer_id": i} for i in range(200)]
+    instances = [{"customer_id": i} for i in range(1001, 1201)]  # customers in the online store (1001-3000)
     with LoadGenerator(stack.gateway_url, HOST, "churn", instances, rate=25, max_seconds=1800) as generator:
         yield generator
 
 
 def test_the_first_version_answers_through_the_gateway(stack: DevStack, first: dict[str, Any]) -> None:
-    body = json.dumps({"instances": [{"customer_id": 7}, {"customer_id": 8}]}).encode()
+    body = json.dumps({"instances": [{"customer_id": 1007}, {"customer_id": 1008}]}).encode()
     request = urllib.request.Request(
         f"{stack.gateway_url}/v1/models/churn:predict", body, {"Host": HOST, "Content-Type": "application/json"}
     )
