@@ -9,7 +9,8 @@ import itertools
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,7 +21,7 @@ from kubernetes import client, config
 from slipway.controlplane import ControlPlane
 from slipway.controlplane.helm import helm_binary
 from slipway.controlplane.server import free_port
-from slipway.devstack.cluster import OperatorProcess
+from slipway.devstack.cluster import OperatorProcess, install_crds
 from tests import kserve_standin as kserve
 
 REPO = Path(__file__).resolve().parents[1]
@@ -122,6 +123,19 @@ class Cluster:
 
     def operator_log(self) -> str:
         return "".join(p.read_text() for p in sorted(self.workdir.glob("operator-*.log")))
+
+
+@contextmanager
+def audited_cluster(workdir: Path) -> Iterator[Cluster]:
+    """A control plane of its own with an audit log, every CRD and the chart's RBAC for the operator,
+    so the operator's requests can be counted; stops the operator the test started."""
+    with ControlPlane(workdir / "plane", users=[OPERATOR_USER], audit=True) as plane:
+        install_crds(plane.assets.kubectl, plane.kubeconfig, workdir)
+        cluster = Cluster(plane, workdir)
+        cluster.grant_operator_chart_rbac()
+        yield cluster
+        if cluster.operator:
+            cluster.operator.stop()
 
 
 def write_manifest(artifacts: Path, run: str, auc: float, passed_validation: bool = True) -> Path:

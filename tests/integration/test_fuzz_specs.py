@@ -45,10 +45,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from kubernetes.client.exceptions import ApiException
 
-from slipway.controlplane import ControlPlane
-from slipway.devstack.cluster import install_crds
 from tests.crd_fuzz import from_schema, generable, spec_schema
-from tests.support import OPERATOR_USER, Cluster, Controllers, wait_for
+from tests.support import OPERATOR_USER, Cluster, Controllers, audited_cluster, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -86,14 +84,8 @@ OPERATOR_ENV = {
 def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A control plane of its own, with an audit log of the operator's requests, and the operator
     alone on it: its CPU time is then this test's specs' only."""
-    workdir = tmp_path_factory.mktemp("fuzz")
-    with ControlPlane(workdir / "plane", users=[OPERATOR_USER], audit=True) as plane:
-        install_crds(plane.assets.kubectl, plane.kubeconfig, workdir)
-        cluster = Cluster(plane, workdir)
-        cluster.grant_operator_chart_rbac()
+    with audited_cluster(tmp_path_factory.mktemp("fuzz")) as cluster:
         yield cluster
-        if cluster.operator:
-            cluster.operator.stop()
         if os.environ.get("SLIPWAY_SHOW_OPERATOR_LOG"):
             print(cluster.operator_log())
 

@@ -21,13 +21,12 @@ from typing import Any
 import pytest
 
 from slipway.api.resources import RETRAIN_ANNOTATION
-from slipway.controlplane import ControlPlane
-from slipway.devstack.cluster import install_crds
 from slipway.reconcile.trainingschedule import run_name
 from tests.support import (
     OPERATOR_USER,
     Cluster,
     Controllers,
+    audited_cluster,
     contract_manifests,
     finish_job,
     render_chart,
@@ -46,14 +45,8 @@ SENTINEL = "sentinel-9f1c2e7d-credential"  # API group ("" for core), resource[/
 
 @pytest.fixture(scope="module")
 def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    workdir = tmp_path_factory.mktemp("rbac")
-    with ControlPlane(workdir / "plane", users=[OPERATOR_USER], audit=True) as plane:
-        install_crds(plane.assets.kubectl, plane.kubeconfig, workdir)
-        cluster = Cluster(plane, workdir)
-        cluster.grant_operator_chart_rbac()
+    with audited_cluster(tmp_path_factory.mktemp("rbac")) as cluster:
         yield cluster
-        if cluster.operator:
-            cluster.operator.stop()
 
 
 def granted() -> set[Call]:
