@@ -48,11 +48,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
 
 
 @pytest.fixture(scope="module")
-def api(stack: DevStack) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(config.new_client_from_config(str(stack.kubeconfig)))
-
-
-@pytest.fixture(scope="module")
 def core(stack: DevStack) -> client.CoreV1Api:
     return client.CoreV1Api(config.new_client_from_config(str(stack.kubeconfig)))
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 
 from slipway.devstack.modelserver import alive, family, marked
 from slipway.devstack.serving import MARKER_ENV
@@ -36,11 +36,6 @@ RAY_SERVE = {"image": "local-dev", "engine": "ray-serve", "rayServe": {"replicas
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     with DevStack(tmp_path_factory.mktemp("dev"), with_training=False) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def api(stack: DevStack) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(config.new_client_from_config(str(stack.kubeconfig)))
 
 
 def register_model(stack: DevStack, api: client.CustomObjectsApi, number: int) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 
 from slipway.devstack.stack import NAMESPACE, DevStack
 from slipway.devstack.traffic import LoadGenerator
@@ -50,11 +50,6 @@ CANARY = canary(progress_deadline="120s")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     with DevStack(tmp_path_factory.mktemp("dev")) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def api(stack: DevStack) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(config.new_client_from_config(str(stack.kubeconfig)))
 
 
 def model_version(api: client.CustomObjectsApi, number: int) -> dict[str, Any] | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 
 from slipway.devstack.stack import NAMESPACE, DevStack
 from slipway.devstack.traffic import LoadGenerator
@@ -46,11 +46,6 @@ SHADOW_CANARY["canary"]["shadow"] = {"percent": 100, "duration": "6s"}  # type: 
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     with DevStack(tmp_path_factory.mktemp("dev"), with_training=False) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def api(stack: DevStack) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(config.new_client_from_config(str(stack.kubeconfig)))
 
 
 def model_run(stack: DevStack, number: int) -> Path:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 
 from slipway.devstack.stack import NAMESPACE, DevStack
 from tests.e2e.rollouts import finished_runs
@@ -26,11 +26,6 @@ TIMEOUT = 600  # seconds for a run on a loaded 2-core machine; runs take about a
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     with DevStack(tmp_path_factory.mktemp("dev")) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def api(stack: DevStack) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(config.new_client_from_config(str(stack.kubeconfig)))
 
 
 @pytest.fixture(scope="module")

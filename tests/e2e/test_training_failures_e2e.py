@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 
 from slipway.devstack.stack import NAMESPACE, DevStack
 from tests.e2e.rollouts import finished_runs
@@ -33,11 +33,6 @@ class Case(NamedTuple):
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     with DevStack(tmp_path_factory.mktemp("dev"), with_serving=False) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def api(stack: DevStack) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(config.new_client_from_config(str(stack.kubeconfig)))
 
 
 def cases(stack: DevStack) -> dict[str, Case]:
