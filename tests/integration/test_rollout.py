@@ -79,12 +79,18 @@ def isvc_names(cluster: Cluster, namespace: str) -> list[str]:
 
 def until(cluster: Cluster, namespace: str, what: str, timeout: float = 30, **fields: Any) -> dict[str, Any]:
     """Polls the deployment's status until every field has the given value."""
+    seen: dict[str, Any] = {}
 
     def probe() -> dict[str, Any] | None:
         current = status(cluster, namespace)
+        seen.clear()
+        seen.update(current)
         return current if all(current.get(k) == v for k, v in fields.items()) else None
 
-    return wait_for(probe, timeout=timeout, what=what)
+    try:
+        return wait_for(probe, timeout=timeout, what=what)
+    except AssertionError as error:  # say where it stopped, not only that it did
+        raise AssertionError(f"{error}; status: {seen}") from None
 
 
 def slipway(cluster: Cluster, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -87,22 +87,23 @@ def http_routes(
 
 
 def reconcile_deployment(
-    memo: kopf.Memo, namespace: str, name: str, indexes: dict[str, Any], full: bool, patch: kopf.Patch | None = None
+    memo: kopf.Memo, namespace: str, name: str, indexes: dict[str, Any], full: bool
 ) -> Plan | None:
     """Observe, measure when due, run the engine, apply the children (when `full`), write status.
 
-    Inside the deployment's own handlers the status goes out with Kopf's patch (one request
-    with Kopf's bookkeeping, whose result Kopf then recognises); elsewhere it is patched directly.
+    The status is patched here, under the deployment's lock, by every caller. Handing it to
+    Kopf's patch instead sends it after the handler returns and the lock is released, so a
+    tick's newer status (RollingBack -> Degraded) could land first and be overwritten by the
+    older one, which memo.written then hid from every later tick.
     """
     with memo.locks[(namespace, name)], counted(MODEL_DEPLOYMENTS.kind):
         record: DeploymentRecord | None = next(iter(indexes["deployments"].get((namespace, name), [])), None)
         if record is None:
             return None
-        # We are the status's only writer: what we last wrote is fresher than the index's view.
-        # The deployment's own handlers start from the object itself, so a retried handler whose
-        # earlier patch failed recomputes the status instead of trusting what was planned.
+        # We are the status's only writer, and memo.written is updated only after a patch
+        # succeeded: what we last wrote is fresher than the index's view.
         uid = record.owner["metadata"]["uid"]
-        known = record.status if patch is not None else memo.written.get(uid, record.status)
+        known = memo.written.get(uid, record.status)
         try:
             spec = memo.defaults.deployment(ModelDeploymentSpec.model_validate(record.spec))
         except MissingField as error:  # nothing can be built: say so, and leave traffic as it is
@@ -147,10 +148,7 @@ def reconcile_deployment(
             _apply_children(memo, record.owner, namespace, plan, isvcs, route is not None)
         changes = status_patch(known, plan.status)
         if changes:
-            if patch is not None:
-                patch.status.update(changes)  # Kopf sends it when the handler returns
-            else:
-                memo.kube.patch_status(MODEL_DEPLOYMENTS, namespace, name, changes)
+            memo.kube.patch_status(MODEL_DEPLOYMENTS, namespace, name, changes)
             memo.written[uid] = plan.status.model_dump(by_alias=True, exclude_none=True)
         for event in plan.events:
             announce(record.owner, event.warning, event.reason, event.message)
@@ -174,8 +172,8 @@ def _apply_children(
 @kopf.on.resume(*MODEL_DEPLOYMENTS.ref)
 @kopf.on.create(*MODEL_DEPLOYMENTS.ref)
 @kopf.on.update(*MODEL_DEPLOYMENTS.ref)
-def reconcile(namespace: str | None, name: str, memo: kopf.Memo, patch: kopf.Patch, **kwargs: Any) -> None:
-    plan = reconcile_deployment(memo, namespace or "", name, kwargs, full=True, patch=patch)
+def reconcile(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    plan = reconcile_deployment(memo, namespace or "", name, kwargs, full=True)
     if plan is not None and plan.retry:
         raise kopf.TemporaryError(plan.status.message, delay=RETRY_DELAY)
 
