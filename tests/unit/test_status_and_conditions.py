@@ -5,7 +5,7 @@ from __future__ import annotations
 from slipway.api.base import Condition
 from slipway.api.modeldeployment import ModelDeploymentStatus
 from slipway.reconcile.conditions import set_condition
-from slipway.reconcile.status import status_patch
+from slipway.reconcile.status import fresher_status, status_patch
 
 
 def test_no_patch_when_nothing_changed() -> None:
@@ -23,6 +23,19 @@ def test_patch_holds_only_changed_fields_and_clears_dropped_ones() -> None:
     assert patch["candidateVersion"] is None  # merge-patch null removes it
     assert "url" not in patch
     assert "kopf" not in patch  # fields we do not own are left alone
+
+
+def test_what_was_written_wins_only_until_the_watch_catches_up() -> None:
+    written, older = {"phase": "Degraded", "stableVersion": 3}, {"phase": "RollingBack", "stableVersion": 3}
+    assert fresher_status(None, None, older, "7") is older  # nothing written by this replica
+    assert fresher_status(written, "12", older, "11") is written  # the watch lags behind the write
+    assert fresher_status(written, "12", written, "12") is written  # the watch shows the write
+    # Another replica wrote since (this one stood by, Kopf peering): what this one wrote is stale.
+    theirs = {"phase": "Stable", "stableVersion": 4, "history": [{"version": 4, "outcome": "Promoted"}]}
+    assert fresher_status(written, "12", theirs, "40") is theirs
+    # A storage whose versions are not numbers: what was written is kept, as before.
+    assert fresher_status(written, "a1", theirs, "b2") is written
+    assert fresher_status(written, "12", theirs, None) is written
 
 
 def test_condition_transition_time_moves_only_when_status_flips() -> None:

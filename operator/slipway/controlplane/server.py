@@ -67,6 +67,8 @@ class ControlPlane:
         self.port = 0
         self._procs: list[subprocess.Popen[bytes]] = []
         self._names: dict[int, str] = {}
+        self._argv: dict[str, list[str]] = {}
+        self._admin_token = ""
 
     def __enter__(self) -> ControlPlane:
         self.start()
@@ -129,12 +131,11 @@ class ControlPlane:
                 "--v=0",
             ],
         )
+        self._admin_token = token
         self._wait_ready(token, timeout)
         ca = (self.workdir / "certs" / "apiserver.crt").read_text()
         self._write_kubeconfig(token, ca)
-        (self.workdir / STATE_FILE).write_text(
-            json.dumps(asdict(State([p.pid for p in self._procs], self.port, str(self.kubeconfig))))
-        )
+        self._write_state()
 
     def _audit_args(self) -> list[str]:
         if self.audit_log is None:
@@ -164,6 +165,23 @@ class ControlPlane:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self._procs.append(proc)
         self._names[proc.pid] = name
+        self._argv[name] = argv
+
+    def restart_apiserver(self, graceful: bool = False, timeout: float = 120) -> None:
+        """Stops kube-apiserver (SIGKILL, a crash; or SIGTERM, which drains its watches for up to a
+        minute) and starts it again on the same port, certificates and tokens; etcd, and so every
+        object, stays."""
+        (proc,) = [p for p in self._procs if self._names[p.pid] == "kube-apiserver"]
+        _end(proc, graceful, timeout=60)
+        self._procs.remove(proc)
+        self._spawn("kube-apiserver", self._argv["kube-apiserver"])
+        self._wait_ready(self._admin_token, timeout)
+        if (self.workdir / STATE_FILE).exists():  # `slipway dev down` stops the new process, not the old one
+            self._write_state()
+
+    def _write_state(self) -> None:
+        state = State([p.pid for p in self._procs], self.port, str(self.kubeconfig))
+        (self.workdir / STATE_FILE).write_text(json.dumps(asdict(state)))
 
     def _wait_ready(self, token: str, timeout: float) -> None:
         context = ssl.create_default_context()
@@ -214,14 +232,22 @@ class ControlPlane:
     def stop(self) -> None:
         for proc in reversed(self._procs):  # apiserver first, then etcd
             if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                _end(proc, graceful=True, timeout=15)
         self._procs.clear()
         (self.workdir / STATE_FILE).unlink(missing_ok=True)
+
+
+def _end(proc: subprocess.Popen[bytes], graceful: bool, timeout: float) -> None:
+    """SIGTERM (graceful) or SIGKILL, then SIGKILL if it outlives `timeout`."""
+    if graceful:
+        proc.terminate()
+    else:
+        proc.kill()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def stop_recorded(workdir: Path) -> bool:

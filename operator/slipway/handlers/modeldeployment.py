@@ -8,6 +8,7 @@ deadlines), so every path computes the same answer, under a per-deployment lock.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -15,13 +16,14 @@ import kopf
 
 from ..api.defaults import MissingField
 from ..api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
-from ..api.resources import DEPLOYMENT_LABEL, HTTP_ROUTES, INFERENCE_SERVICES, MODEL_DEPLOYMENTS
+from ..api.modelversion import ModelVersionSpec
+from ..api.resources import DEPLOYMENT_LABEL, HTTP_ROUTES, INFERENCE_SERVICES, MODEL_DEPLOYMENTS, MODEL_VERSIONS
 from ..prometheus import measure
 from ..reconcile import reasons
 from ..reconcile.analysis import QueryContext
 from ..reconcile.modeldeployment import Observed, Plan, plan_deployment
 from ..reconcile.rollout import Commands, analysis_due, analysis_of, commands_from, needs_ticks, rfc3339, traffic_of
-from ..reconcile.status import status_patch
+from ..reconcile.status import fresher_status, status_patch
 from .events import announce, reference
 from .metrics import counted, observe_deployment
 
@@ -35,6 +37,7 @@ class DeploymentRecord(NamedTuple):
     spec: dict[str, Any]
     status: dict[str, Any]
     commands: Commands
+    resource_version: str | None
 
 
 @kopf.index(*MODEL_DEPLOYMENTS.ref)
@@ -48,9 +51,20 @@ def deployments(
     annotations: kopf.Annotations,
     **_: Any,
 ) -> Any:
-    owner = reference(body["apiVersion"], body["kind"], namespace, name, meta["uid"])
-    record = DeploymentRecord(owner, meta.get("generation"), dict(spec), dict(status), commands_from(annotations))
-    return {(namespace, name): record}
+    return {(namespace, name): _record(body, meta, spec, status, annotations)}
+
+
+def _record(
+    body: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    spec: Mapping[str, Any],
+    status: Mapping[str, Any],
+    annotations: Mapping[str, str],
+) -> DeploymentRecord:
+    owner = reference(body["apiVersion"], body["kind"], meta.get("namespace"), meta["name"], meta["uid"])
+    return DeploymentRecord(
+        owner, meta.get("generation"), dict(spec), dict(status), commands_from(annotations), meta.get("resourceVersion")
+    )
 
 
 @kopf.index(*MODEL_DEPLOYMENTS.ref)
@@ -100,10 +114,11 @@ def reconcile_deployment(
         record: DeploymentRecord | None = next(iter(indexes["deployments"].get((namespace, name), [])), None)
         if record is None:
             return None
-        # We are the status's only writer, and memo.written is updated only after a patch
-        # succeeded: what we last wrote is fresher than the index's view.
+        # memo.written is updated only after a patch succeeded: what we last wrote is fresher
+        # than the index's view, until the index shows that write or a later one (another
+        # replica's, written while this one stood by).
         uid = record.owner["metadata"]["uid"]
-        known = memo.written.get(uid, record.status)
+        known = fresher_status(memo.written.get(uid), memo.written_at.get(uid), record.status, record.resource_version)
         try:
             spec = memo.defaults.deployment(ModelDeploymentSpec.model_validate(record.spec))
         except MissingField as error:  # nothing can be built: say so, and leave traffic as it is
@@ -113,47 +128,95 @@ def reconcile_deployment(
             refused = current.model_copy(update=update)
             changes = status_patch(known, refused)
             if changes:
-                memo.kube.patch_status(MODEL_DEPLOYMENTS, namespace, name, changes)
+                memo.written_at[uid] = memo.kube.patch_status(MODEL_DEPLOYMENTS, namespace, name, changes)
                 memo.written[uid] = refused.model_dump(by_alias=True, exclude_none=True)
                 announce(record.owner, True, reasons.INVALID_SPEC, str(error))
             return None
-        current = ModelDeploymentStatus.model_validate(known)
-        versions = list(indexes["model_versions"].get((namespace, spec.model), []))
-        isvcs = {i["metadata"]["name"]: i for i in indexes["inference_services"].get((namespace, name), [])}
-        route = next(iter(indexes["http_routes"].get((namespace, name), [])), None)
-        now = datetime.now(UTC)
-        analysis = None
-        if analysis_due(spec, current, now):
-            settings = analysis_of(spec)
-            assert settings is not None and current.candidate_version is not None  # analysis_due says so
-            context = QueryContext(
-                namespace, spec.model, current.candidate_version, current.stable_version, settings.interval
-            )
-            assert spec.prometheus is not None  # filled in with the operator's default
-            analysis = measure(spec.prometheus.url, settings.metrics, context, rfc3339(now))
-        plan = plan_deployment(
-            name,
-            namespace,
-            spec,
-            current,
-            versions,
-            Observed(isvcs, route),
-            record.generation,
-            now,
-            memo.routing,
-            analysis,
-            record.commands,
-        )
-        if full or traffic_of(current) != plan.traffic:
-            _apply_children(memo, record.owner, namespace, plan, isvcs, route is not None)
+        # What the index and memo.written show may be behind: after this replica stood by (Kopf
+        # peering), its indexes and what it last wrote are as old as the pause, until the
+        # watches list again. So before anything is written, the deployment is read as it is
+        # now, and the rollout planned again from it when it moved on meanwhile (and from the
+        # registry as it is now, below, when a rollout is about to start).
+        view_at = record.resource_version if known is record.status else memo.written_at.get(uid)
+        plan = _plan(memo, namespace, name, spec, record, known, indexes)
+        writes = full or traffic_of(ModelDeploymentStatus.model_validate(known)) != plan.traffic
+        if writes or status_patch(known, plan.status):
+            live = next(iter(memo.kube.list_objects(MODEL_DEPLOYMENTS, namespace, f"metadata.name={name}")), None)
+            if live is None or live["metadata"]["uid"] != uid:
+                return None  # deleted meanwhile
+            moved_on = live["metadata"].get("resourceVersion") != view_at
+            if moved_on:
+                meta = live["metadata"]
+                record = _record(live, meta, live["spec"], live.get("status") or {}, meta.get("annotations") or {})
+                known = record.status
+                try:
+                    spec = memo.defaults.deployment(ModelDeploymentSpec.model_validate(record.spec))
+                except MissingField:
+                    return None  # a new spec, refused by the reconcile its event brings
+            # A rollout about to start: the version it resolves to from the registry as it is now,
+            # not from the index (after a pause, "latest" could resolve to a version long replaced).
+            candidate = plan.status.candidate_version
+            if moved_on or (
+                candidate is not None and candidate != ModelDeploymentStatus.model_validate(known).candidate_version
+            ):
+                registry = memo.kube.list_objects(MODEL_VERSIONS, namespace)
+                versions = [ModelVersionSpec.model_validate(v["spec"]) for v in registry]
+                plan = _plan(memo, namespace, name, spec, record, known, indexes, versions)
+                writes = full or traffic_of(ModelDeploymentStatus.model_validate(known)) != plan.traffic
+        if writes:
+            isvcs = {i["metadata"]["name"]: i for i in indexes["inference_services"].get((namespace, name), [])}
+            has_route = bool(indexes["http_routes"].get((namespace, name)))
+            _apply_children(memo, record.owner, namespace, plan, isvcs, has_route)
         changes = status_patch(known, plan.status)
         if changes:
-            memo.kube.patch_status(MODEL_DEPLOYMENTS, namespace, name, changes)
+            memo.written_at[uid] = memo.kube.patch_status(MODEL_DEPLOYMENTS, namespace, name, changes)
             memo.written[uid] = plan.status.model_dump(by_alias=True, exclude_none=True)
         for event in plan.events:
             announce(record.owner, event.warning, event.reason, event.message)
         observe_deployment(namespace, name, plan.status)
         return plan
+
+
+def _plan(
+    memo: kopf.Memo,
+    namespace: str,
+    name: str,
+    spec: ModelDeploymentSpec,
+    record: DeploymentRecord,
+    known: dict[str, Any],
+    indexes: dict[str, Any],
+    versions: list[ModelVersionSpec] | None = None,
+) -> Plan:
+    """Measure when due, and run the engine on the children as the indexes show them (and on the
+    registry's `versions`, when they were read)."""
+    current = ModelDeploymentStatus.model_validate(known)
+    if versions is None:
+        versions = list(indexes["model_versions"].get((namespace, spec.model), []))
+    isvcs = {i["metadata"]["name"]: i for i in indexes["inference_services"].get((namespace, name), [])}
+    route = next(iter(indexes["http_routes"].get((namespace, name), [])), None)
+    now = datetime.now(UTC)
+    analysis = None
+    if analysis_due(spec, current, now):
+        settings = analysis_of(spec)
+        assert settings is not None and current.candidate_version is not None  # analysis_due says so
+        context = QueryContext(
+            namespace, spec.model, current.candidate_version, current.stable_version, settings.interval
+        )
+        assert spec.prometheus is not None  # filled in with the operator's default
+        analysis = measure(spec.prometheus.url, settings.metrics, context, rfc3339(now))
+    return plan_deployment(
+        name,
+        namespace,
+        spec,
+        current,
+        versions,
+        Observed(isvcs, route),
+        record.generation,
+        now,
+        memo.routing,
+        analysis,
+        record.commands,
+    )
 
 
 def _apply_children(

@@ -59,6 +59,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
     )
     memo.locks = defaultdict(threading.Lock)
     memo.written = {}  # uid -> the status we last wrote
+    memo.written_at = {}  # uid -> the resourceVersion that write returned (reconcile.status.fresher_status)
     if settings.peering.mandatory:
         _ensure_peering(memo.kube, logger)
 

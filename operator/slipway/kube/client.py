@@ -79,9 +79,9 @@ class Kube:
             raise ApiException.from_response(http_resp=response, body=data.decode(errors="replace"), data=None)
         return cast(dict[str, Any], json.loads(data))
 
-    def patch_status(self, resource: Resource, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Merge-patch the status subresource."""
-        self.custom.patch_namespaced_custom_object_status(
+    def patch_status(self, resource: Resource, namespace: str, name: str, status: dict[str, Any]) -> str:
+        """Merge-patch the status subresource; returns the object's resourceVersion after the patch."""
+        patched: Any = self.custom.patch_namespaced_custom_object_status(
             resource.group,
             resource.version,
             namespace,
@@ -91,6 +91,7 @@ class Kube:
             field_manager=FIELD_MANAGER,
             _content_type=MERGE_PATCH,
         )
+        return str(patched.get("metadata", {}).get("resourceVersion", ""))
 
     def allocate_version(self, namespace: str, model: str, floor: int) -> int:
         """The next version number of `model`, from a per-namespace counter.
@@ -140,6 +141,13 @@ class Kube:
                 return None
             raise
         return cast(dict[str, Any], found)
+
+    def list_objects(self, resource: Resource, namespace: str, field_selector: str = "") -> list[dict[str, Any]]:
+        """The objects of `resource` in `namespace` now (a read, not a watch's view)."""
+        found: Any = self.custom.list_namespaced_custom_object(
+            resource.group, resource.version, namespace, resource.plural, field_selector=field_selector
+        )
+        return cast(list[dict[str, Any]], found["items"])
 
     def create(self, resource: Resource, obj: dict[str, Any]) -> bool:
         """Create `obj`; False when it already exists."""

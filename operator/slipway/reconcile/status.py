@@ -28,3 +28,28 @@ def _merge_patch(have: Any, want: Any) -> Any:
         return want
     patch = {key: _merge_patch(have.get(key), value) for key, value in want.items() if have.get(key) != value}
     return patch | {key: None for key in have if key not in want}
+
+
+def fresher_status(
+    written: dict[str, Any] | None, written_at: str | None, observed: dict[str, Any], observed_at: str | None
+) -> dict[str, Any]:
+    """The status to reconcile from: the one this replica last wrote, or the one its watch shows.
+
+    A status patch reaches the watch (and Kopf's indexes) a moment after it is sent, so right
+    after a write the watch is behind and what was written is the truth. But the object may have
+    changed since: another replica wrote it while this one stood by (Kopf peering), and then what
+    this one wrote last is stale, and reconciling from it undoes the other's work (a rollout
+    started over from a promotion long past, history lost). The resourceVersions tell the two
+    apart: `written_at` is the one the write returned, `observed_at` the watched object's, and
+    the watch has caught up once it shows that version or a later one. etcd's revisions only
+    grow; a version that is not a number (another storage) keeps what was written, as before.
+    """
+    if written is None:
+        return observed
+    if _revision(observed_at) >= _revision(written_at) >= 0:
+        return observed
+    return written
+
+
+def _revision(resource_version: str | None) -> int:
+    return int(resource_version) if resource_version and resource_version.isdigit() else -1
