@@ -87,12 +87,13 @@ e2e: $(STAMP) controlplane ## end-to-end tests in the dev stack (real Ray, Feast
 test: lint controlplane ## everything CI runs: lint, then every test (pytest exit 5, no tests, fails)
 	$(BIN)/pytest tests
 
-bench: $(STAMP) controlplane ## the benchmarks (operator scale, training, serving, rollout detection, closed loop); see bench/README.md
+bench: $(STAMP) controlplane ## the benchmarks (operator scale, training, serving, rollout detection, closed loop, batch prediction); see bench/README.md
 	$(BIN)/python bench/operator_scale.py
 	$(BIN)/python bench/training_overhead.py
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/rollout_detection.py
 	$(BIN)/python bench/closed_loop.py
+	$(BIN)/python bench/batch_prediction.py
 
 kind-up: ## a kind cluster with KubeRay, KServe, Envoy Gateway, Prometheus, Redis and Slipway (needs Docker)
 	hack/kind-up.sh
