@@ -5,7 +5,8 @@ audit log). The operator runs as that account with the chart's RBAC through each
 API calls: start-up and peering, a TrainingRun that succeeds (RayJob, version counter, ModelVersion)
 and one that fails and retries, a blue-green rollout whose old version is scaled down, a switch
 from gateway to kserve traffic (children deleted), a TrainingSchedule whose retrained run succeeds
-and is pruned (runs created and deleted), and a namespaced operator. Then the set of
+and is pruned (runs created and deleted), a BatchPrediction of `latest` that succeeds (versions
+listed, RayJob, status), and a namespaced operator. Then the set of
 (group, resource, verb) it used must equal the set the ClusterRole grants, and nothing was refused.
 On the way, a credential in its environment and in a referenced Secret never reaches its log.
 """
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from slipway.api.batchprediction import BatchManifest
 from slipway.api.resources import RETRAIN_ANNOTATION
 from slipway.reconcile.trainingschedule import run_name
 from tests.support import (
@@ -176,11 +178,55 @@ def exercise_schedule(cluster: Cluster, namespace: str, artifacts: Path) -> None
     wait_for(lambda: run not in children(cluster, namespace, "slipway.dev", "v1alpha1", "trainingruns"), what="pruned")
 
 
+def exercise_batch(cluster: Cluster, namespace: str, output: Path) -> None:
+    """A BatchPrediction of `latest` (the ModelVersions listed, a read), its RayJob and its success."""
+    prediction = {
+        "apiVersion": "slipway.dev/v1alpha1",
+        "kind": "BatchPrediction",
+        "metadata": {"name": "scores"},
+        "spec": {
+            "model": "churn",
+            "image": "trainer:1",
+            "featureService": "churn_v1",
+            "input": {"uri": "file:///data/customers.parquet"},
+            "output": {"uri": f"file://{output}/"},
+        },
+    }
+    cluster.apply(namespace, prediction)
+    wait_for(lambda: "scores-0" in children(cluster, namespace, "ray.io", "v1", "rayjobs"), what="the scoring job")
+
+    def recorded(field: str) -> str:
+        found = cluster.custom.get_namespaced_custom_object(
+            "slipway.dev", "v1alpha1", namespace, "batchpredictions", "scores"
+        )
+        return str((found.get("status") or {}).get(field, ""))
+
+    name = wait_for(lambda: recorded("modelVersion"), what="the resolved version")
+    number = int(name.rsplit("-v", 1)[1])
+    manifest = BatchManifest(
+        batch_prediction="scores",
+        attempt=0,
+        model="churn",
+        version=number,
+        model_version=name,
+        feature_service="churn_v1",
+        input="file:///data/customers.parquet",
+        rows_read=10,
+        rows_written=10,
+        seconds=1.0,
+    )
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "manifest.json").write_text(manifest.model_dump_json(by_alias=True))
+    finish_job(cluster, namespace, "scores-0", succeeded=True)
+    wait_for(lambda: recorded("phase") == "Succeeded", what="the prediction Succeeded")
+
+
 def test_cluster_role_is_exactly_what_the_operator_calls(audited: Cluster, tmp_path: Path) -> None:
     cluster = audited
     cluster.start_operator(env={"SLIPWAY_LOG_LEVEL": "DEBUG", "AWS_SECRET_ACCESS_KEY": SENTINEL})
     training = new_namespace(cluster, "rbac-training")
     exercise_training(cluster, training, tmp_path)
+    exercise_batch(cluster, training, tmp_path / "predictions")  # scores with a version the runs registered
     exercise_rollout(cluster, training)  # serves the versions the runs registered
     exercise_schedule(cluster, training, tmp_path)
     assert cluster.operator is not None

@@ -10,6 +10,14 @@ from typing import Literal
 
 from pydantic import Field
 
+from .artifacts import (
+    EXIT_ARTIFACTS_UNWRITABLE,
+    EXIT_COLUMN_NOT_FOUND,
+    EXIT_CONFIG,
+    EXIT_DATASET_NOT_FOUND,
+    EXIT_FEATURE_SERVICE_NOT_FOUND,
+    FAILURE_REASONS,
+)
 from .base import (
     ARTIFACT_SCHEMES,
     SECRET_NAME,
@@ -146,6 +154,22 @@ BATCH_FAILURE_FILE = "failure.json"  # in spec.output.uri when it is writable (a
 PREDICTION_COLUMN = "prediction"  # the model's probability, as the predictor answers it
 VERSION_COLUMN = "model_version"  # the version number, in every row
 RUN_COLUMN = "batch_prediction"  # the BatchPrediction's name, in every row
+OUTPUT_UNWRITABLE = "OutputUnwritable"
+# Exit code (slipway.api.artifacts) -> the reason the operator fails a BatchPrediction with, at once
+# and never retried: training's, except that an unwritable output is OutputUnwritable (the job's
+# failure.json may say either). The job exits 1 for anything else, which is retried.
+BATCH_FAILURE_REASONS: dict[int, str] = {
+    **{
+        code: FAILURE_REASONS[code]
+        for code in (EXIT_CONFIG, EXIT_FEATURE_SERVICE_NOT_FOUND, EXIT_DATASET_NOT_FOUND, EXIT_COLUMN_NOT_FOUND)
+    },
+    EXIT_ARTIFACTS_UNWRITABLE: OUTPUT_UNWRITABLE,
+}
+
+
+def output_file(output_uri: str, file: str) -> str:
+    """Where the job writes `file` (manifest.json, failure.json) in spec.output.uri."""
+    return f"{output_uri.rstrip('/')}/{file}"
 
 
 class ResolvedVersion(StatusModel):
