@@ -2,8 +2,11 @@
 
 Runs the closed-loop e2e scenario (tests/e2e/test_closed_loop_e2e.py: the dev stack, version 1
 serving `version: latest` under steady load, a TrainingSchedule with a drift trigger, drift injected
-into the live traffic) `--runs` times, and reads each run's stages from the objects' own status
-timestamps (second resolution), relative to the moment the drifted traffic began:
+into the live traffic and a fresh period of the same shifted data appended to the offline store and
+materialized (`DevStack.refresh_offline`), so the retrain trains on fresh data and its
+`mustBeatServing` scores the serving version on it) `--runs` times, and reads each run's stages from
+the objects' own status timestamps (second resolution), relative to the moment the drift began
+(the refresh, about 10-20 s on two cores, counts in "drift detected"):
 
   drift detected      the schedule's hold began (status.driftSince)
   trigger fired       status.lastTrigger.time: the TrainingRun was made

@@ -151,7 +151,7 @@ def training_arrays(data: Path, hp: Any) -> tuple[np.ndarray, np.ndarray]:
     entities = sources.read_entities(f"file://{data / 'labels.parquet'}")
     store = sources.open_store(str(REPO / "feature_repo"))
     service = sources.describe_service(store, SERVICE)
-    frame = sources.historical_features(store, service.name, sources.entity_dataframe(entities.frame, TIMESTAMP))
+    frame = sources.historical_features(store, service, sources.entity_dataframe(entities.frame, TIMESTAMP))
     frame = dataset.canonical_order(frame, [*service.join_keys, sources.FEAST_TIMESTAMP])
     held_out = dataset.held_out_mask(frame[service.join_keys[0]], hp.held_out_fraction, hp.seed)
     features = dataset.feature_matrix(frame, service.features)

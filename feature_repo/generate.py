@@ -18,6 +18,9 @@ rows does worse.
 feature (integer features add ``round(DELTA)``). Labels are always computed from the clean,
 unshifted values, so those options change the features only.
 
+``--append-days DAYS --set FEATURE=VALUE`` instead appends a fresh period to the data set already
+in ``--out`` (``append_fresh``): the world after it moved, for retraining on fresh data.
+
 The same arguments give the same frames and the same parquet bytes. This module imports only
 numpy and pandas (no Feast) and is listed in ``.feastignore``.
 
@@ -292,6 +295,64 @@ def generate(
     return write_frames(frames, Path(out))
 
 
+#: Fraction of the customers that get one fresh label each in an appended period: few enough that the
+#: fresh rows stay within the data validation's default drift limit (PSI 0.2) against the old data.
+FRESH_LABEL_FRACTION = 0.2
+
+
+def fresh_frames(
+    frames: Mapping[str, pd.DataFrame],
+    days: int,
+    values: Mapping[str, float],
+    seed: int = 0,
+    label_fraction: float = FRESH_LABEL_FRACTION,
+) -> tuple[dict[str, pd.DataFrame], datetime]:
+    """The fresh rows of a period of ``days`` after the data's last timestamp, and the period's start.
+
+    Every entity gets a new snapshot in each source at the period's start (its latest row, with
+    ``values`` set: the features as the world now has them), and a sample of the customers get a
+    label inside the period (their latest label), so a training run's point-in-time join sees the
+    new values. Pure: the caller writes them.
+    """
+    if days < 1:
+        raise ValueError("days must be >= 1")
+    for feature in values:
+        _view_of(feature)
+    end = max(pd.Timestamp(frame[TIMESTAMP].max()) for frame in frames.values())
+    start = (end + pd.Timedelta(hours=1)).floor("h")
+    fresh: dict[str, pd.DataFrame] = {}
+    for view in FEATURES:
+        latest = frames[view].sort_values(TIMESTAMP, kind="mergesort").groupby(ENTITY_KEY, sort=True).tail(1)
+        rows = latest.sort_values(ENTITY_KEY, kind="mergesort").reset_index(drop=True).copy()
+        rows[TIMESTAMP] = start
+        for feature, value in values.items():
+            if _view_of(feature) == view:
+                integer = FEATURES[view][feature] == "int64"
+                rows[feature] = round(value) if integer else float(value)
+        fresh[view] = rows
+    labels = frames[LABELS].sort_values(TIMESTAMP, kind="mergesort").groupby(ENTITY_KEY, sort=True).tail(1)
+    labels = labels.sort_values(ENTITY_KEY, kind="mergesort").reset_index(drop=True)
+    rng = np.random.default_rng([seed, days])
+    picked = labels.iloc[np.sort(rng.choice(len(labels), size=round(label_fraction * len(labels)), replace=False))]
+    offsets = rng.integers(60, days * 86400, size=len(picked))  # after the snapshot, inside the period
+    picked = picked.copy()
+    picked[TIMESTAMP] = pd.DatetimeIndex(start + pd.to_timedelta(offsets, unit="s"))
+    fresh[LABELS] = picked.reset_index(drop=True)
+    return fresh, start.to_pydatetime()
+
+
+def append_fresh(
+    out: Path | str, days: int, values: Mapping[str, float], seed: int = 0
+) -> tuple[datetime, datetime, dict[str, int]]:
+    """Appends a fresh period (``fresh_frames``) to the data set in ``out``: (start, end, rows appended)."""
+    out = Path(out)
+    frames = {name: pd.read_parquet(out / f"{name}.parquet") for name in (*FEATURES, LABELS)}
+    fresh, start = fresh_frames(frames, days, values, seed)
+    merged = {name: pd.concat([frames[name], fresh[name]], ignore_index=True) for name in frames}
+    write_frames(merged, out)
+    return start, start + timedelta(days=days), {name: len(rows) for name, rows in fresh.items()}
+
+
 def parse_assignments(items: Iterable[str] | None, what: str) -> dict[str, float]:
     """Parse ``["a=0.1", "b=2"]`` (also comma-separated) into ``{"a": 0.1, "b": 2.0}``."""
     result: dict[str, float] = {}
@@ -321,7 +382,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--shift", action="append", metavar="FEATURE=DELTA", help="add DELTA to every value of a feature"
     )
+    parser.add_argument(
+        "--append-days", type=int, default=None, help="append a fresh period of this many days to --out's data"
+    )
+    parser.add_argument("--set", action="append", metavar="FEATURE=VALUE", help="a feature's value in the fresh period")
     args = parser.parse_args(argv)
+    if args.append_days is not None:
+        try:
+            start, end, rows = append_fresh(
+                args.out or default_data_dir(), args.append_days, parse_assignments(args.set, "--set"), args.seed
+            )
+        except ValueError as exc:
+            parser.error(str(exc))
+        json.dump({"start": start.isoformat(), "end": end.isoformat(), "rows": rows}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
     try:
         missing = parse_assignments(args.missing, "--missing")
         shift = parse_assignments(args.shift, "--shift")

@@ -312,3 +312,24 @@ def write_model_run(
     net = ChurnMLP(len(features), hidden=(4,), mean=zeros, std=ones).eval()
     artifact.write(str(run_dir), torchscript_bytes(net), Manifest(metrics={"auc": 0.8}, features=list(features)))
     return run_dir
+
+
+def write_standardized_run(run_dir: Path, feast_data: Path, seed: int = 7) -> Path:
+    """A run directory like `write_model_run`'s, on every feature of the feature service in its order
+    and standardized on the data's point-in-time features (so its answers spread over (0, 1)
+    rather than saturate): for tests that compare one scoring path with another."""
+    import torch
+    from feature_repo.store import feature_names, historical_features, open_store
+    from pipelines.churn.dataset import feature_matrix
+    from pipelines.churn.model import ChurnMLP, standardization, torchscript_bytes
+    from pipelines.predictor import artifact
+
+    from slipway.api.artifacts import Manifest
+
+    store = open_store(data_dir=str(feast_data))
+    features = feature_names(store)
+    mean, std = standardization(feature_matrix(historical_features(store, feast_data / "labels.parquet"), features))
+    torch.manual_seed(seed)
+    net = ChurnMLP(len(features), hidden=(16,), mean=mean, std=std).eval()
+    artifact.write(str(run_dir), torchscript_bytes(net), Manifest(metrics={"auc": 0.8}, features=features))
+    return run_dir

@@ -2,7 +2,8 @@
 
 Environment:
 - SLIPWAY_TRAINING_RUN (required): {"name", "namespace", "attempt", "spec"}, spec in camelCase,
-  as the operator's RayJob builder writes it.
+  as the operator's RayJob builder writes it, and "serving" ({"version", "uri"}) when the run's
+  mustBeatServing has a serving version to score on the same held-out split.
 - SLIPWAY_FEATURE_REPO: the Feast repository (default: this checkout's feature_repo/).
 - SLIPWAY_FEAST_CONFIG: which Feast configuration of the repository: "local" (feature_store.yaml,
   the default), "cluster" (cluster/feature_store.yaml) or the path of a feature_store.yaml.
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slipway.api.trainingrun import TrainingRunSpec
+from slipway.api.trainingrun import ServingModel, TrainingRunSpec
 
 from .failures import InvalidHyperparameter
 
@@ -115,6 +116,26 @@ def parse_hyperparameters(values: Mapping[str, str]) -> Hyperparameters:
 
 
 @dataclass(frozen=True)
+class Runtime:
+    """What a job's environment says about where it runs (training and batch prediction alike)."""
+
+    feature_repo: str  # the Feast repository
+    feast_config: str  # "local", "cluster" or a feature_store.yaml
+    ray_num_cpus: float | None  # logical CPUs of a local Ray instance (None: what the workers need)
+    pvc_root: str  # where pvc://CLAIM/PATH is mounted
+
+
+def runtime(env: Mapping[str, str]) -> Runtime:
+    cpus = env.get(RAY_CPUS_ENV)
+    return Runtime(
+        feature_repo=env.get(FEATURE_REPO_ENV) or DEFAULT_FEATURE_REPO,
+        feast_config=env.get(FEAST_CONFIG_ENV) or "local",
+        ray_num_cpus=float(cpus) if cpus else None,
+        pvc_root=env.get(PVC_ROOT_ENV) or "/mnt/pvc",
+    )
+
+
+@dataclass(frozen=True)
 class RunConfig:
     name: str
     namespace: str
@@ -126,6 +147,7 @@ class RunConfig:
     image: str
     ray_num_cpus: float | None
     pvc_root: str
+    serving: ServingModel | None = None
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
@@ -161,16 +183,17 @@ def load(argv: Sequence[str], env: Mapping[str, str], hyperparameters: bool = Tr
     document = json.loads(raw)
     spec = TrainingRunSpec.model_validate(document["spec"])
     hp = parse_hyperparameters({**spec.hyperparameters, **dict(args.hp)}) if hyperparameters else Hyperparameters()
-    cpus = env.get(RAY_CPUS_ENV)
+    where = runtime(env)
     return RunConfig(
         name=str(document["name"]),
         namespace=str(document.get("namespace", "")),
         attempt=int(document.get("attempt", 0)),
         spec=spec,
         hyperparameters=hp,
-        feature_repo=env.get(FEATURE_REPO_ENV) or DEFAULT_FEATURE_REPO,
-        feast_config=env.get(FEAST_CONFIG_ENV) or "local",
+        feature_repo=where.feature_repo,
+        feast_config=where.feast_config,
         image=env.get(IMAGE_ENV) or spec.image or "",  # the operator filled in its default image
-        ray_num_cpus=float(cpus) if cpus else None,
-        pvc_root=env.get(PVC_ROOT_ENV) or "/mnt/pvc",
+        ray_num_cpus=where.ray_num_cpus,
+        pvc_root=where.pvc_root,
+        serving=ServingModel.model_validate(document["serving"]) if document.get("serving") else None,
     )

@@ -10,6 +10,7 @@ network error) ends the entrypoint with exit code 1, and the operator retries it
 from __future__ import annotations
 
 import errno
+import logging
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -20,10 +21,15 @@ from slipway.api.artifacts import (
     EXIT_DATASET_NOT_FOUND,
     EXIT_FEATURE_SERVICE_NOT_FOUND,
     EXIT_INVALID_HYPERPARAMETER,
+    FAILURE_FILE,
     FAILURE_REASONS,
     RunFailure,
     ValidationReport,
 )
+
+from . import storage
+
+log = logging.getLogger(__name__)
 
 # OSError numbers that say a location is wrong (or refused), not that the storage is having a
 # bad moment: a retry would meet them again.
@@ -106,3 +112,31 @@ def permanent(error: BaseException) -> bool:
 def first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def conclude(error: UserError, directory: str, attempt: int, file: str = FAILURE_FILE) -> int:
+    """Reports a user error and returns its exit code: the traceback, `file` (failure.json) in
+    `directory` (unless the location is the problem), and last the one line that Ray's message
+    about the job, and so the RayJob's, ends with."""
+    log.info("traceback of the failure below", exc_info=error)
+    if not isinstance(error, ArtifactsUnwritable):
+        target = storage.join(directory, file)
+        try:
+            storage.write_text(target, error.failure(attempt).model_dump_json(by_alias=True, indent=2))
+        except Exception:  # the exit code still says which failure it was
+            log.warning("could not write %s", target, exc_info=True)
+    log.error("%s", error.line())
+    return error.exit_code
+
+
+def prepare_directory(directory: str, stale: Sequence[str], field: str, value: str) -> None:
+    """Fails fast (ArtifactsUnwritable naming `field`) when `directory` cannot be written, and
+    removes the files in it that an earlier attempt left and this one writes afresh (`stale`)."""
+    try:
+        storage.check_writable(directory)
+        for name in stale:
+            storage.remove(storage.join(directory, name))
+    except (OSError, ValueError, ImportError) as error:
+        if not permanent(error):
+            raise
+        raise ArtifactsUnwritable(field, value, f"cannot be written: {first_line(error)}") from error

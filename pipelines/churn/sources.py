@@ -1,7 +1,10 @@
-"""Training data: the entity/label dataset (through fsspec) joined point in time with Feast features.
+"""An entity dataset (through fsspec) joined point in time with a Feast feature service's features.
 
-A dataset, feature service or column the run names but that is not there raises the matching
-`failures.UserError`, naming the spec field; a fault of the storage or the registry propagates.
+Training (`pipelines.churn.train`) and batch prediction (`pipelines.batch`) read their data through
+the same functions, so a model scores rows joined exactly as the rows it was trained on. A dataset,
+feature service or column the job names but that is not there raises the matching
+`failures.UserError`, naming the spec field (`Fields`: the training's or the batch prediction's);
+a fault of the storage or the registry propagates.
 """
 
 from __future__ import annotations
@@ -50,22 +53,37 @@ LABEL_FIELD = "spec.features.label"
 TIMESTAMP_FIELD = "spec.features.entities.timestampColumn"
 
 
-def read_entities(uri: str, pvc_root: str = "/mnt/pvc") -> EntityDataset:
-    """The entity/label parquet file and the sha256 of its bytes."""
+@dataclass(frozen=True)
+class Fields:
+    """The spec fields a user error names: the entity dataset, the feature service, the timestamp
+    column and (training only) the label."""
+
+    dataset: str
+    service: str
+    timestamp: str
+    label: str | None = None
+
+
+TRAINING = Fields(DATASET_FIELD, SERVICE_FIELD, TIMESTAMP_FIELD, LABEL_FIELD)
+
+
+def read_entities(uri: str, pvc_root: str = "/mnt/pvc", fields: Fields = TRAINING) -> EntityDataset:
+    """The entity parquet file and the sha256 of its bytes."""
     try:
         data = storage.read_bytes(storage.resolve(uri, pvc_root))
     except FileNotFoundError as error:
-        raise DatasetNotFound(DATASET_FIELD, uri, "no such file") from error
+        raise DatasetNotFound(fields.dataset, uri, "no such file") from error
     except (OSError, ValueError, ImportError) as error:
         if not permanent(error):
             raise  # the store had a bad moment: a retry may read it
-        raise DatasetNotFound(DATASET_FIELD, uri, f"cannot be read: {first_line(error)}") from error
+        raise DatasetNotFound(fields.dataset, uri, f"cannot be read: {first_line(error)}") from error
     try:
         frame = pd.read_parquet(io.BytesIO(data))
     except MemoryError:
         raise
     except Exception as error:  # the bytes are here: reading them fails the same way every time
-        raise DatasetNotFound(DATASET_FIELD, uri, f"is not a readable parquet file: {first_line(error)}") from error
+        detail = f"is not a readable parquet file: {first_line(error)}"
+        raise DatasetNotFound(fields.dataset, uri, detail) from error
     return EntityDataset(frame=frame, uri=uri, sha256=hashlib.sha256(data).hexdigest())
 
 
@@ -77,7 +95,7 @@ def open_store(repo_path: str, config: str = "local") -> Any:
     return open_feature_store(repo_dir=repo_path, config=config)
 
 
-def describe_service(store: Any, name: str) -> FeatureServiceInfo:
+def describe_service(store: Any, name: str, fields: Fields = TRAINING) -> FeatureServiceInfo:
     """Features (in order), feature views and join keys of a Feast feature service."""
     from feast.errors import FeatureServiceNotFoundException
 
@@ -86,7 +104,7 @@ def describe_service(store: Any, name: str) -> FeatureServiceInfo:
     except FeatureServiceNotFoundException as error:
         there = sorted(s.name for s in store.list_feature_services())
         detail = f"no such feature service in the Feast registry (it has: {listing(there)})"
-        raise FeatureServiceNotFound(SERVICE_FIELD, name, detail) from error
+        raise FeatureServiceNotFound(fields.service, name, detail) from error
     features: list[str] = []
     views: list[str] = []
     join_keys: list[str] = []
@@ -101,7 +119,7 @@ def describe_service(store: Any, name: str) -> FeatureServiceInfo:
     return FeatureServiceInfo(name=name, features=features, feature_views=views, join_keys=join_keys)
 
 
-def entity_dataframe(frame: pd.DataFrame, timestamp_column: str) -> pd.DataFrame:
+def entity_dataframe(frame: pd.DataFrame, timestamp_column: str, fields: Fields = TRAINING) -> pd.DataFrame:
     """The entity dataset as Feast wants it: the event time in `event_timestamp`, as UTC datetimes.
 
     A timestamp column whose values are not times fails validation (DataValidationFailed)."""
@@ -116,25 +134,57 @@ def entity_dataframe(frame: pd.DataFrame, timestamp_column: str) -> pd.DataFrame
         dtype = str(frame[timestamp_column].dtype)
         failures = [ValidationFailure(feature=timestamp_column, check=validation.TYPE, value=dtype, limit="timestamps")]
         report = ValidationReport(passed=False, reason=validation.reason(failures), failures=failures, rows=len(frame))
-        raise DataValidationFailed(TIMESTAMP_FIELD, timestamp_column, report) from error
+        raise DataValidationFailed(fields.timestamp, timestamp_column, report) from error
     return result
 
 
-def historical_features(store: Any, service: str, entities: pd.DataFrame) -> pd.DataFrame:
-    """Point-in-time-correct features for every entity row (labels pass through)."""
-    feature_service = store.get_feature_service(service)
-    job = store.get_historical_features(entity_df=entities, features=feature_service)
-    frame: pd.DataFrame = job.to_df()
-    return frame
+def historical_features(store: Any, service: FeatureServiceInfo, entities: pd.DataFrame) -> pd.DataFrame:
+    """Point-in-time-correct features for every entity row, in the entities' order: the entity
+    frame's columns (labels pass through), then the service's features.
+
+    Feast is asked about each distinct (join keys, event time) once and its answer is joined back
+    onto every row: its file offline store drops rows whose entity has no source row in the TTL
+    window and merges rows that share keys and time (feast-dev/feast#6787, as `feature_repo.store`
+    says), so no row is lost or merged here; a row without features gets NaN (imputed by the model).
+    """
+    keys = [*service.join_keys, FEAST_TIMESTAMP]
+    frame = entities.reset_index(drop=True)
+    frame[FEAST_TIMESTAMP] = _utc_ns(frame[FEAST_TIMESTAMP])
+    requests = frame[keys].drop_duplicates().reset_index(drop=True)
+    job = store.get_historical_features(entity_df=requests, features=store.get_feature_service(service.name))
+    found: pd.DataFrame = job.to_df()
+    found[FEAST_TIMESTAMP] = _utc_ns(found[FEAST_TIMESTAMP])
+    features = [f for f in service.features if f in found.columns]
+    found = found[[*keys, *features]].drop_duplicates(keys)
+    for key in service.join_keys:  # Feast may widen an integer key; the entity's dtype decides
+        if found[key].dtype != frame[key].dtype:
+            found[key] = found[key].astype(frame[key].dtype)
+    joined = frame.drop(columns=[f for f in features if f in frame.columns]).merge(
+        found, on=keys, how="left", validate="many_to_one"
+    )
+    return joined
 
 
-def check_columns(entities: EntityDataset, service: FeatureServiceInfo, timestamp_column: str, label: str) -> None:
-    """The label, the timestamp column and the service's entity keys must be columns of the entity
-    dataset. The label's or timestamp's field is named first (a typo there is likelier than data
-    without its keys); the message lists every column missing and those there are."""
+def _utc_ns(column: pd.Series) -> pd.Series:
+    return pd.to_datetime(column, utc=True).astype("datetime64[ns, UTC]")
+
+
+def check_columns(
+    entities: EntityDataset,
+    service: FeatureServiceInfo,
+    timestamp_column: str,
+    label: str | None,
+    fields: Fields = TRAINING,
+) -> None:
+    """The label (training), the timestamp column and the service's entity keys must be columns of
+    the entity dataset. The label's or timestamp's field is named first (a typo there is likelier
+    than data without its keys); the message lists every column missing and those there are."""
     columns = [str(c) for c in entities.frame.columns]
     keys = [k for k in service.join_keys if k not in columns]
-    named = [(c, f) for c, f in ((timestamp_column, TIMESTAMP_FIELD), (label, LABEL_FIELD)) if c not in columns]
+    wanted = [(timestamp_column, fields.timestamp)]
+    if label is not None and fields.label is not None:
+        wanted.append((label, fields.label))
+    named = [(c, f) for c, f in wanted if c not in columns]
     if not keys and not named:
         return
     missing = [c for c, _ in named] + keys
@@ -145,4 +195,4 @@ def check_columns(entities: EntityDataset, service: FeatureServiceInfo, timestam
         detail = f"not a column of the entity dataset {entities.uri}{also}{there}"
         raise ColumnNotFound(field, column, detail)
     detail = f"has no column {keys[0]!r}, the entity key of feature service {service.name}{also}{there}"
-    raise ColumnNotFound(DATASET_FIELD, entities.uri, detail)
+    raise ColumnNotFound(fields.dataset, entities.uri, detail)

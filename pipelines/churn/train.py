@@ -2,8 +2,9 @@
 
 Reads the TrainingRun from `$SLIPWAY_TRAINING_RUN`, checks that its artifact location can be
 written, joins its entity dataset with the Feast feature service point in time, validates the data
-(writing validation.json), trains with Ray Train, evaluates on the held-out split and writes, under
-`run_uri(spec.artifacts.uri, name)`: model.pt (TorchScript), history.json (per-epoch training
+(writing validation.json), trains with Ray Train, evaluates on the held-out split (and scores the
+serving version on the same split, when the operator names one, for mustBeatServing) and writes,
+under `run_uri(spec.artifacts.uri, name)`: model.pt (TorchScript), history.json (per-epoch training
 metrics), checkpoints/ (Ray Train's) and, last, manifest.json.
 
 Exit codes (slipway.api.artifacts): 0 done; 1 an unexpected failure (retried by the operator);
@@ -17,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -39,15 +39,12 @@ from slipway.api.artifacts import (
 )
 from slipway.api.modelversion import Lineage
 
+from . import baseline, cluster, dataset, failures, metrics, sources, storage, trainer, validation
 from . import config as configuration
-from . import dataset, metrics, sources, storage, trainer, validation
 from .failures import (
-    ArtifactsUnwritable,
     DataValidationFailed,
     InvalidHyperparameter,
     UserError,
-    first_line,
-    permanent,
 )
 from .model import predict, torchscript_bytes
 
@@ -59,19 +56,10 @@ log = logging.getLogger("pipelines.churn.train")
 
 def init_ray(cfg: configuration.RunConfig) -> None:
     """Join the Ray cluster the job runs in (RAY_ADDRESS), or start a small local one."""
-    import ray
-
     # Ray Train's controller polls its workers this often (default 2 s), which also sets how long it
     # takes to notice that training finished; a short interval saves seconds on every run.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=True)
-        return
-    needed = math.ceil(cfg.spec.scaling.workers * cfg.spec.scaling.cpus_per_worker)
-    cpus = max(needed, math.ceil(cfg.ray_num_cpus)) if cfg.ray_num_cpus else needed + 1  # logical CPUs
-    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=True)
+    cluster.init_ray(cfg.spec.scaling.workers, cfg.spec.scaling.cpus_per_worker, cfg.ray_num_cpus)
 
 
 def write_report(run_dir: str, report: ValidationReport) -> None:
@@ -88,32 +76,14 @@ def run(cfg: configuration.RunConfig) -> int:
 
 
 def conclude(error: UserError, run_dir: str, attempt: int) -> int:
-    """Reports a user error: the traceback, failure.json (unless the location is the problem), and
-    last the one line that Ray's message about the job, and so the RayJob's, ends with."""
-    log.info("traceback of the failure below", exc_info=error)
-    if not isinstance(error, ArtifactsUnwritable):
-        try:
-            storage.write_text(
-                storage.join(run_dir, FAILURE_FILE), error.failure(attempt).model_dump_json(by_alias=True, indent=2)
-            )
-        except Exception:  # the exit code still says which failure it was
-            log.warning("could not write %s", storage.join(run_dir, FAILURE_FILE), exc_info=True)
-    log.error("%s", error.line())
-    return error.exit_code
+    """Reports a user error: failure.json in the run directory, and the exit code."""
+    return failures.conclude(error, run_dir, attempt)
 
 
 def prepare(cfg: configuration.RunConfig, run_dir: str) -> None:
     """Fails fast when the run's directory cannot be written, and clears what an earlier run of
     the same name left there that this attempt writes afresh (its failure, its validation)."""
-    try:
-        storage.check_writable(run_dir)
-        for name in (FAILURE_FILE, VALIDATION_FILE):
-            storage.remove(storage.join(run_dir, name))
-    except (OSError, ValueError, ImportError) as error:
-        if not permanent(error):
-            raise
-        detail = f"cannot be written: {first_line(error)}"
-        raise ArtifactsUnwritable(ARTIFACTS_FIELD, cfg.spec.artifacts.uri, detail) from error
+    failures.prepare_directory(run_dir, [FAILURE_FILE, VALIDATION_FILE], ARTIFACTS_FIELD, cfg.spec.artifacts.uri)
 
 
 def train(cfg: configuration.RunConfig, run_dir: str) -> int:
@@ -133,7 +103,7 @@ def train(cfg: configuration.RunConfig, run_dir: str) -> int:
         write_report(run_dir, error.report)
         raise
 
-    frame = sources.historical_features(store, service.name, entity_frame)
+    frame = sources.historical_features(store, service, entity_frame)
     frame = dataset.canonical_order(frame, [*service.join_keys, sources.FEAST_TIMESTAMP])
     log.info("%d rows, features %s", len(frame), ", ".join(service.features))
 
@@ -188,6 +158,9 @@ def train(cfg: configuration.RunConfig, run_dir: str) -> int:
     )
     scores = metrics.evaluate(labels[held_out], predict(fitted.model, features[held_out]))
     log.info("held-out metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in scores.items()))
+    serving = (
+        baseline.score_serving(cfg.serving, frame[held_out], labels[held_out], cfg.pvc_root) if cfg.serving else None
+    )
     storage.write_bytes(storage.join(run_dir, MODEL_FILE), torchscript_bytes(fitted.model))
     storage.write_json(storage.join(run_dir, HISTORY_FILE), fitted.history)
     manifest = Manifest(
@@ -199,6 +172,7 @@ def train(cfg: configuration.RunConfig, run_dir: str) -> int:
         validation=report,
         epochs=fitted.epoch + 1,
         resumed_from_epoch=fitted.resumed_from_epoch,
+        serving=serving,
     )
     storage.write_text(storage.join(run_dir, MANIFEST_FILE), manifest.model_dump_json(by_alias=True, indent=2))
     log.info("wrote %s", storage.join(run_dir, MANIFEST_FILE))

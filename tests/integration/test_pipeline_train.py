@@ -109,13 +109,18 @@ def train(
     attempt: int = 0,
     entities: Path | None = None,
     label: str = "",
+    serving: dict[str, Any] | None = None,
 ) -> Run:
+    """The entrypoint as a RayJob runs it; `serving` is the version the operator names for mustBeatServing."""
     spec = run_spec(data, artifacts, entities)
     if label:
         spec["features"]["label"] = label
+    document = {"name": name, "namespace": "ml", "attempt": attempt, "spec": spec}
+    if serving is not None:
+        document["serving"] = serving
     env = {
         **os.environ,
-        "SLIPWAY_TRAINING_RUN": json.dumps({"name": name, "namespace": "ml", "attempt": attempt, "spec": spec}),
+        "SLIPWAY_TRAINING_RUN": json.dumps(document),
         "SLIPWAY_FEAST_DATA": str(data),
         "RAY_ADDRESS": ray_address,
         "PYTHONPATH": str(REPO),
@@ -359,23 +364,31 @@ def test_each_user_error_has_its_exit_code_and_failure_json(
     monkeypatch.setenv("SLIPWAY_FEAST_DATA", str(clean))
     env = {"SLIPWAY_TRAINING_RUN": json.dumps({"name": "churn-x", "namespace": "ml", "attempt": 0, "spec": spec})}
     assert entrypoint.main([], env) == case.code
+    reported(case, caplog, tmp_path, artifacts / "runs" / "churn-x", FAILURE_FILE, attempt=0)
+    assert not (artifacts / "runs" / "churn-x" / MANIFEST_FILE).exists()
+
+
+def reported(
+    case: Case, caplog: pytest.LogCaptureFixture, tmp_path: Path, directory: Path, name: str, attempt: int
+) -> None:
+    """The entrypoint's last log line names the reason and field, and `name` (failure.json) in
+    `directory` says what to fix, with the attempt; nowhere for an unwritable location."""
     last = caplog.records[-1].getMessage()
     assert last.startswith(f'{FAILURE_REASONS[case.code]}: {case.field} "'), last
-    written = list(tmp_path.rglob(FAILURE_FILE))
+    written = list(tmp_path.rglob(name))
     if case.code == EXIT_ARTIFACTS_UNWRITABLE:
         assert written == [] and "NotADirectoryError" in last  # nowhere to write it: the exit code says it
         return
-    assert written == [artifacts / "runs" / "churn-x" / FAILURE_FILE]
+    assert written == [directory / name]
     failure = RunFailure.model_validate_json(written[0].read_text())
     assert (failure.reason, failure.exit_code, failure.field, failure.attempt) == (
         FAILURE_REASONS[case.code],
         case.code,
         case.field,
-        0,
+        attempt,
     )
     for word in case.words:
         assert word in f'"{failure.value}" {failure.detail}', failure
-    assert not (artifacts / "runs" / "churn-x" / MANIFEST_FILE).exists()
 
 
 def test_the_entrypoint_exits_with_the_code_and_ends_with_the_reason(

@@ -100,8 +100,52 @@ def test_must_beat_serving_compares_with_the_served_version(operator: Cluster, n
     wait_phase(operator, namespace, RUN, "Pending")
     finish_job(operator, namespace, f"{RUN}-0", succeeded=True)
     final = wait_phase(operator, namespace, RUN, "Failed")
-    assert "does not beat the serving version's 0.8600" in final["message"]
+    # The job (a stand-in here) did not score v3 on its data: the recorded metric, and why.
+    assert "does not beat version 3's recorded 0.8600 (the job did not score the serving model)" in final["message"]
+    assert final["evaluation"]["comparedOn"] == "recordedMetric"
     assert [v["metadata"]["name"] for v in model_versions(operator, namespace)] == ["churn-v3"]
+
+
+def test_must_beat_serving_compares_on_this_runs_data(operator: Cluster, namespace: str, tmp_path: Path) -> None:
+    """The operator pins the serving version in status and names it to the job; the job scores it on
+    its own held-out split; the gate compares the two numbers from the same (new) data."""
+    import json
+
+    import yaml
+
+    from slipway.api.artifacts import MANIFEST_FILE
+
+    folder = write_manifest(tmp_path, RUN, auc=0.84)  # below v3's recorded 0.86 ...
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    manifest["serving"] = {"version": 3, "uri": MV["spec"]["uri"], "metrics": {"auc": 0.79}}  # ... above it here
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    operator.apply(namespace, MV, MD)
+    serve_first_version(operator, namespace)
+    wait_for(
+        lambda: status(operator, namespace, "modeldeployments", "churn").get("stableVersion") == 3, what="serving v3"
+    )
+    operator.apply(namespace, run_with_artifacts(tmp_path))
+    wait_for(lambda: rayjob_names(operator, namespace), what="the RayJob")
+    pinned = wait_phase(operator, namespace, RUN, "Pending")
+    assert pinned["servingModel"] == {"version": 3, "uri": MV["spec"]["uri"]}
+    job = operator.custom.get_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs", f"{RUN}-0")
+    env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])["env_vars"]
+    assert json.loads(env["SLIPWAY_TRAINING_RUN"])["serving"] == {"version": 3, "uri": MV["spec"]["uri"]}
+    finish_job(operator, namespace, f"{RUN}-0", succeeded=True)
+    final = wait_phase(operator, namespace, RUN, "Succeeded")
+    assert final["evaluation"] == {
+        "metric": "auc",
+        "value": 0.84,
+        "passed": True,
+        "servingVersion": 3,
+        "servingValue": 0.79,
+        "comparedOn": "thisRunsData",
+    }
+    message = "auc 0.8400 on this run's held-out data, beating version 3's 0.7900 on the same data"
+    gates = {c["type"]: c for c in final["conditions"]}["GatesPassed"]
+    assert gates["status"] == "True" and gates["message"] == message
+    mv = next(v for v in model_versions(operator, namespace) if v["metadata"]["name"] == final["modelVersion"])
+    assert message in mv["spec"]["gates"]["reason"]
 
 
 def test_data_validation_failure_has_its_reason_and_no_retry(operator: Cluster, namespace: str, tmp_path: Path) -> None:

@@ -69,6 +69,8 @@ def events_for(cluster: Cluster, namespace: str, name: str) -> list[str]:
         ("negative history", {"failedRunsHistoryLimit": -1}, ["spec.failedRunsHistoryLimit"]),
         ("bad template", {"template": {**TR["spec"], "model": "Churn"}}, ["spec.template.model", "DNS-1123"]),
         ("template missing a field", {"template": {"model": "churn"}}, ["spec.template.features", "Required"]),
+        ("time zone not a zone name", {"schedule": "@daily", "timeZone": "Europe Berlin"}, ["spec.timeZone"]),
+        ("time zone without a schedule", {"timeZone": "Europe/Berlin"}, ["spec.timeZone", "set spec.schedule too"]),
     ],
 )
 def test_bad_schedules_are_refused_naming_the_field(
@@ -97,10 +99,26 @@ def test_good_schedules_are_accepted_with_defaults(cluster: Cluster, namespace: 
     assert (spec["cooldown"], spec["concurrencyPolicy"], spec["suspend"]) == ("1h", "Forbid", False)
     assert (spec["successfulRunsHistoryLimit"], spec["failedRunsHistoryLimit"]) == (3, 1)
     assert get_schedule(cluster, namespace, "cron")["spec"]["drift"]["for"] == "10m"
+    zoned = schedule("zoned", schedule="0 9 * * *", timeZone="America/Argentina/Buenos_Aires")
+    assert apply(cluster, namespace, zoned)[0] == 0
     # The template can change (each run gets its own, immutable copy).
     changed = schedule("plain")
     changed["spec"]["template"]["scaling"]["workers"] = 4
     assert apply(cluster, namespace, changed)[0] == 0
+
+
+def test_an_unknown_time_zone_is_a_false_ready_condition_naming_the_field(operator: Cluster, namespace: str) -> None:
+    """The schema checks a zone name's shape; whether the zone exists is the operator's to say."""
+    assert apply(operator, namespace, schedule("zoned", schedule="0 9 * * *", timeZone="Mars/Olympus_Mons"))[0] == 0
+
+    def ready() -> dict[str, Any] | None:
+        conditions = get_schedule(operator, namespace, "zoned").get("status", {}).get("conditions", [])
+        return next((c for c in conditions if c["type"] == "Ready" and c["reason"] == "InvalidTimeZone"), None)
+
+    found = wait_for(ready, what="Ready=False InvalidTimeZone")
+    assert found["status"] == "False" and "spec.timeZone 'Mars/Olympus_Mons'" in found["message"], found
+    assert "InvalidTimeZone" in wait_for(lambda: events_for(operator, namespace, "zoned"), what="an event")
+    assert runs(operator, namespace, "zoned") == []
 
 
 def test_manual_and_cron_make_one_owned_run_each_and_a_restart_makes_no_second(

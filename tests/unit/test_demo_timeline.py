@@ -46,6 +46,7 @@ def rollout() -> list[Sample]:
                 error_rate={v: 0.25 if v == 3 else 0.0 for v in serving},
                 latency_p95={v: 0.01 * v for v in serving},
                 prediction_mean={v: 0.3 + 0.01 * v for v in serving},
+                input_psi={v: 0.05 + (2.0 if 45 <= t < 50 else 0.0) for v in serving},  # drift, then a trigger
             )
         )
     return samples
@@ -56,7 +57,7 @@ EVENTS = [Event(10.0, "v2 canary"), Event(30.0, "v2 promoted"), Event(50.0, "v3 
 
 def test_queries_aggregate_by_revision_over_the_window() -> None:
     q = timeline.queries("ml", "churn", "10s")
-    assert set(q) == {"requests", "errors", "latency_p95", "prediction_mean"}
+    assert set(q) == {"requests", "errors", "latency_p95", "prediction_mean", "input_psi"}
     for promql in q.values():
         assert 'namespace="ml",model="churn"' in promql and "[10s]" in promql and "by (revision" in promql
     assert 'outcome="server_error"' in q["errors"]
@@ -79,12 +80,14 @@ def test_measure_gives_values_only_to_versions_with_requests() -> None:
         "errors": vector(v2="1"),
         "latency_p95": vector(v1="0.02", v2="0.03", v3="0.5"),
         "prediction_mean": vector(v1="0.31", v2="0.4"),
+        "input_psi": vector(v1="2.5", v3="0.1"),  # the drift a TrainingSchedule watches
     }
     measured = timeline.measure(answers)
+    assert measured["input_psi"] == {1: 2.5}
     assert measured["error_rate"] == {1: 0.0, 2: 0.25}
     assert measured["latency_p95"] == {1: 0.02, 2: 0.03}
     assert measured["prediction_mean"] == {1: 0.31, 2: 0.4}
-    assert timeline.measure({}) == {"error_rate": {}, "latency_p95": {}, "prediction_mean": {}}
+    assert timeline.measure({}) == {"error_rate": {}, "latency_p95": {}, "prediction_mean": {}, "input_psi": {}}
 
 
 @pytest.mark.parametrize(
@@ -131,7 +134,7 @@ def test_the_svg_has_a_line_per_version_and_panel_broken_at_gaps() -> None:
 def test_html_page_holds_the_chart_the_events_and_the_series(tmp_path: Path) -> None:
     page = timeline.render_html(rollout(), EVENTS, title="churn </script>")
     assert "<svg" in page and "churn &lt;/script&gt;" in page
-    for key in ("weights", "error_rate", "latency_p95", "prediction_mean"):
+    for key in ("weights", "error_rate", "latency_p95", "prediction_mean", "input_psi"):
         for version in (1, 2, 3):
             assert f'<g id="series-v{version}-{key}">' in page
     assert "v3 rolled back: error-rate" in page

@@ -81,6 +81,17 @@ class RunFailure(StatusModel):
     attempt: int = Field(description="The attempt that wrote it: the operator ignores another attempt's file.")
 
 
+class ServingEvaluation(StatusModel):
+    """The serving version's model scored on this run's held-out split (for mustBeatServing)."""
+
+    version: int = Field(description="The serving ModelVersion's number, as the operator passed it.")
+    uri: str = Field(description="Its artifact directory.")
+    metrics: dict[str, float] = Field(
+        default_factory=dict, description="Its metrics on this run's held-out split; empty when it could not be scored."
+    )
+    problem: str = Field("", description="Why it could not be scored (e.g. its features differ); empty when scored.")
+
+
 class Manifest(StatusModel):
     """Written next to the model when training and evaluation finish."""
 
@@ -92,3 +103,6 @@ class Manifest(StatusModel):
     validation: ValidationReport | None = Field(None, description="The data validation that passed.")
     epochs: int = Field(0, description="Epochs trained.")
     resumed_from_epoch: int | None = Field(None, description="Checkpoint epoch a retry resumed from.")
+    serving: ServingEvaluation | None = Field(
+        None, description="The serving version scored on the same held-out split, when the operator named one."
+    )

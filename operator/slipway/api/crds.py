@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from .. import GROUP, VERSION
 from .base import object_name_rule
+from .batchprediction import BatchPredictionSpec, BatchPredictionStatus
 from .modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from .modelversion import ModelVersionSpec, ModelVersionStatus
 from .trainingrun import TrainingRunSpec, TrainingRunStatus
@@ -139,6 +140,29 @@ KINDS: list[Kind] = [
         selectable_fields=[".spec.template.model"],
         # Its runs are named <name>-<trigger>-<id>, and a TrainingRun's name is at most 63.
         rules=[object_name_rule("its TrainingRuns' names", SCHEDULE_NAME_LIMIT)],
+    ),
+    Kind(
+        kind="BatchPrediction",
+        plural="batchpredictions",
+        short_names=["bp"],
+        spec=BatchPredictionSpec,
+        status=BatchPredictionStatus,
+        description="Scores a whole entity dataset with a registered ModelVersion (offline prediction) "
+        "through a KubeRay RayJob.",
+        columns=[
+            _column("Model", ".spec.model"),
+            _column("Version", ".status.version", "integer", "The version used ('latest' resolved)"),
+            _column("Phase", ".status.phase"),
+            _column("Rows", ".status.rowsWritten", "integer", "Prediction rows written"),
+            _column("Rows/s", ".status.throughput", "number", "Rows scored per second, join included"),
+            _column("Workers", ".spec.scaling.workers", "integer"),
+            AGE,
+            _column("Output", ".status.output", priority=1),
+            _column("Message", ".status.message", priority=1),
+        ],
+        selectable_fields=[".spec.model"],
+        # The name is a label value on the RayJob (at most 63) and the base of its name.
+        rules=[object_name_rule("KubeRay's RayJobs", 63)],
     ),
 ]
 

@@ -9,9 +9,11 @@ complete one, and a field with neither value is an error that names it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .batchprediction import BatchPredictionSpec
 from .modeldeployment import (
     DEFAULT_PROMETHEUS_URL,
     DEFAULT_TRAFFIC,
@@ -29,6 +31,9 @@ ENV = {
 }
 
 
+RunsOnTrainer = TypeVar("RunsOnTrainer", TrainingRunSpec, BatchPredictionSpec)
+
+
 class MissingField(ValueError):
     """A required field is unset and the operator has no default for it; the message names both."""
 
@@ -41,7 +46,7 @@ class UnsupportedField(MissingField):
 class OperatorDefaults(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    trainer_image: str = Field("", description="Default spec.image of a TrainingRun ('' = none).")
+    trainer_image: str = Field("", description="Default spec.image of a TrainingRun and a BatchPrediction ('' = none).")
     predictor_image: str = Field("", description="Default spec.predictor.image of a ModelDeployment ('' = none).")
     prometheus_url: str = Field(DEFAULT_PROMETHEUS_URL, pattern=r"^https?://\S+$")
     traffic: TrafficMode = DEFAULT_TRAFFIC
@@ -57,7 +62,8 @@ class OperatorDefaults(BaseModel):
             field = str(first["loc"][0])
             raise ValueError(f"{ENV[field]}: {first['msg']} (got {given[field]!r})") from None
 
-    def run(self, spec: TrainingRunSpec) -> TrainingRunSpec:
+    def run(self, spec: RunsOnTrainer) -> RunsOnTrainer:
+        """A TrainingRun's or BatchPrediction's spec with spec.image set: both run the trainer image."""
         if spec.image:
             return spec
         if not self.trainer_image:

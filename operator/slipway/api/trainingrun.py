@@ -173,6 +173,22 @@ class EvaluationResult(StatusModel):
     metric: str = Field(description="The gate's metric.")
     value: float | None = Field(None, description="The metric's value on the held-out split.")
     passed: bool | None = Field(None, description="Whether the gate passed.")
+    serving_version: int | None = Field(
+        None, description="The serving version the new model was compared with (enforced by mustBeatServing)."
+    )
+    serving_value: float | None = Field(None, description="That version's value of the metric.")
+    compared_on: Literal["thisRunsData", "recordedMetric"] | None = Field(
+        None,
+        description="thisRunsData: the serving model was scored on this run's held-out split; recordedMetric: "
+        "it could not be, so its ModelVersion's recorded metric (from its own, older data) was used.",
+    )
+
+
+class ServingModel(StatusModel):
+    """The version a run's mustBeatServing compares with, fixed when the run is first submitted."""
+
+    version: int = Field(description="The ModelVersion's number.")
+    uri: str = Field(description="Its artifact directory, which the job loads to score on its held-out split.")
 
 
 # Fields that have no value yet are left out (None), never written as "" or {}: the schema
@@ -197,3 +213,8 @@ class TrainingRunStatus(StatusModel):
         None, description="Where this run's model, manifest, validation report and failure file are."
     )
     lineage: Lineage | None = Field(None, description="Feature service and views, dataset, image, versions.")
+    serving_model: ServingModel | None = Field(
+        None,
+        description="The version that served when the run was submitted: the job scores it on the same "
+        "held-out split as the new model, for evaluation.mustBeatServing (and shown in status.evaluation).",
+    )

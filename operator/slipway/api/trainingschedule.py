@@ -28,6 +28,10 @@ CRON_PATTERN = (
     r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)"
     r"|[0-9*/,-]+ +[0-9*/,-]+ +[0-9*/,?LW-]+ +[0-9A-Za-z*/,-]+ +[0-9A-Za-z*/,?L#-]+)$"
 )
+# The shape of an IANA time zone name (Europe/Berlin, America/Argentina/Buenos_Aires, UTC, Etc/GMT+5).
+# Whether the name exists is for the operator's zone database to say (CEL has none): an unknown one
+# gives a False Ready condition (reason InvalidTimeZone) naming spec.timeZone, and a warning event.
+TIME_ZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"
 # The longest name whose runs' names (<name>-manual-<8 hex>) still fit a TrainingRun's 63.
 SCHEDULE_NAME_LIMIT = 63 - len("-manual-") - 8
 
@@ -69,13 +73,30 @@ class DriftTrigger(ApiModel):
 class TrainingScheduleSpec(ApiModel):
     """When to make a new TrainingRun from the template, and how many runs to keep."""
 
+    model_config = cel(
+        rule(
+            "!has(self.timeZone) || has(self.schedule)",
+            "spec.timeZone is the time zone of spec.schedule: set spec.schedule too, or leave spec.timeZone out",
+            ".timeZone",
+        )
+    )
+
     template: TrainingRunTemplate = Field(description="The spec of every TrainingRun this schedule makes.")
     schedule: str | None = Field(
         None,
-        description="A cron expression in UTC (minute hour day-of-month month day-of-week, or @daily, @hourly, "
-        "...). After a downtime only the latest missed time fires, once. Unset: no cron trigger.",
+        description="A cron expression (minute hour day-of-month month day-of-week, or @daily, @hourly, ...) in "
+        "spec.timeZone (default UTC). After a downtime only the latest missed time fires, once. Unset: no cron "
+        "trigger.",
         max_length=128,
         pattern=CRON_PATTERN,
+    )
+    time_zone: str | None = Field(
+        None,
+        description="The IANA time zone spec.schedule is read in (e.g. Europe/Berlin), as a CronJob's "
+        "spec.timeZone; unset: UTC. Across daylight-saving changes a time that the clocks skip fires at the "
+        "change, and a fixed hour that they repeat fires once.",
+        max_length=64,
+        pattern=TIME_ZONE_PATTERN,
     )
     drift: DriftTrigger | None = Field(None, description="Retrain on input drift; unset: no drift trigger.")
     cooldown: str = Field(

@@ -79,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="keep the stack up after the summary until Ctrl-C (default: when run from a terminal)",
     )
+    demo.add_argument(
+        "--closed-loop",
+        action="store_true",
+        help="also play the closed loop (a few minutes more): drift in live traffic triggers a retraining "
+        "on fresh data that rolls out by itself",
+    )
 
     args = parser.parse_args(argv)
     if args.command == "crds":
@@ -95,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         from ..devstack import demo as demo_module
         from .plugin import render_status
 
-        return demo_module.run(args.workdir, keep=args.keep, render=render_status)
+        return demo_module.run(args.workdir, keep=args.keep, render=render_status, closed_loop=args.closed_loop)
     if args.command == "controlplane":
         from ..controlplane import find_assets
 

@@ -8,9 +8,14 @@ servers behind nginx, Prometheus) and plays the story the e2e tests check:
 2. TrainingRun churn-2 trains version 2, which rolls out by itself as a canary through every step
    and is promoted on Prometheus analysis;
 3. version 3, version 2's model made to fail half its calls (`pipelines.predictor.faults`) and
-   registered by hand, is rolled back, and the demo shows why.
+   registered by hand, is rolled back, and the demo shows why;
+4. with `--closed-loop` (`demo_loop`, a few minutes more): the world moves (fresh data with one
+   feature shifted, offline, online and in the traffic), a TrainingSchedule's drift trigger makes a
+   TrainingRun on the fresh data, it beats the serving version on that data, and rolls out by
+   itself under `version: latest` and is promoted.
 
-It samples the rollout every second into `timeline.png` and `timeline.html` (see `timeline`).
+It samples the rollout every second into `timeline.png` and `timeline.html` (see `timeline`; the
+input drift is a panel there, each step and the drift trigger a marker).
 Every step has a deadline; a missed one ends the demo with the step's name and exit status 1.
 Whatever ends it (success, a failure, Ctrl-C, `slipway dev down --workdir <workdir>/demo`), it
 stops everything it started. On a terminal the stack stays up after the summary, for kubectl,
@@ -38,7 +43,7 @@ from kubernetes import client, config
 
 from ..api.resources import MODEL_DEPLOYMENTS, MODEL_VERSIONS, TRAINING_RUNS, Resource
 from ..controlplane.assets import REPO_ROOT
-from . import timeline
+from . import demo_loop, timeline
 from .modelserver import marked
 from .stack import DOMAIN, NAMESPACE, PID_FILE, DevStack
 from .traffic import LoadGenerator
@@ -279,6 +284,7 @@ class Recorder:
             error_rate=measured["error_rate"],
             latency_p95=measured["latency_p95"],
             prediction_mean=measured["prediction_mean"],
+            input_psi=measured["input_psi"],
         )
 
 
@@ -302,8 +308,9 @@ def _status(api: client.CustomObjectsApi) -> dict[str, Any]:
 class Demo:
     """The story, step by step; `close()` undoes whatever `play()` got to."""
 
-    def __init__(self, folder: Path, console: Console, render: Render | None = None) -> None:
+    def __init__(self, folder: Path, console: Console, render: Render | None = None, closed_loop: bool = False) -> None:
         self.folder, self.console, self.render = folder, console, render
+        self.closed_loop = closed_loop  # play the closed-loop chapter too (demo_loop)
         self._stack: DevStack | None = None  # made in the first step: it may build the control plane
         self.api: client.CustomObjectsApi | None = None
         self.recorder: Recorder | None = None
@@ -318,7 +325,7 @@ class Demo:
         with self.stage("start the dev stack (control plane, KServe, operator, Ray, Feast data, nginx, Prometheus)"):
             self.console.line("the first run builds the control plane and KServe and fetches nginx and Prometheus")
             with self.console.ticking("starting the dev stack"), children_output(self.folder / "start.log"):
-                self._stack = DevStack(self.folder)
+                self._stack = DevStack(self.folder, serving_env=demo_loop.SERVING_ENV if self.closed_loop else None)
                 self._stack.start()
             self.api = client.CustomObjectsApi(config.new_client_from_config(str(self.stack.kubeconfig)))  # type: ignore[no-untyped-call]
         with self.stage("train version 1 (TrainingRun churn-1: Feast features -> Ray Train)"):
@@ -349,6 +356,8 @@ class Demo:
             while time.monotonic() < deadline:
                 self.console.progress(f"recording the aftermath {bar(1 - (deadline - time.monotonic()) / AFTERMATH)}")
                 time.sleep(0.5)
+        if self.closed_loop:
+            demo_loop.ClosedLoop(self).play()
 
     def finish(self, kept: bool) -> list[str]:
         status = _status(self.need_api())
@@ -365,7 +374,11 @@ class Demo:
         self.create(
             TRAINING_RUNS, self.stack.training_run(name, hyperparameters=hyperparameters, evaluation=evaluation)
         )
-        epochs, started = int(hyperparameters["epochs"]), time.monotonic()
+        self.await_version(name, number, int(hyperparameters["epochs"]))
+
+    def await_version(self, name: str, number: int, epochs: int) -> dict[str, Any]:
+        """Follows TrainingRun `name` until it registers version `number` (which passed its gates)."""
+        started = time.monotonic()
 
         def registered() -> dict[str, Any] | None:
             status = _get(self.need_api(), TRAINING_RUNS, name).get("status") or {}
@@ -391,6 +404,7 @@ class Demo:
         self.console.line(f"{name} registered ModelVersion {mv['metadata']['name']}: {metrics}")
         if gates.get("passed") is False:
             raise DemoFailed(self.current, f"version {number} failed its gates: {gates.get('reason')}")
+        return mv
 
     def register_faulty(self, number: int, source: int) -> None:
         original = model_version(self.need_api(), source)
@@ -612,8 +626,8 @@ def _hold_on(signum: int, frame: FrameType | None) -> None:
     print("\nstill stopping everything the demo started; a moment ...", flush=True)
 
 
-def run(workdir: Path, keep: bool | None = None, render: Render | None = None) -> int:
-    """The demo; 0 when every step had its expected outcome."""
+def run(workdir: Path, keep: bool | None = None, render: Render | None = None, closed_loop: bool = False) -> int:
+    """The demo (with `closed_loop`, its closed-loop chapter too); 0 when every step had its expected outcome."""
     workdir = workdir.resolve()
     folder, problem = prepare(workdir)
     if folder is None:
@@ -623,7 +637,7 @@ def run(workdir: Path, keep: bool | None = None, render: Render | None = None) -
     os.environ[MARKER_ENV] = str(folder)
     keep = sys.stdin.isatty() if keep is None else keep
     console = Console(os.fdopen(os.dup(sys.stdout.fileno()), "w"))  # see children_output
-    demo = Demo(folder, console, render)
+    demo = Demo(folder, console, render, closed_loop)
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     code, finished = 1, False
     try:

@@ -8,6 +8,7 @@ real Prometheus.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -146,6 +147,25 @@ class DevStack:
         window = ["--start", (end - timedelta(days=61)).isoformat(), "--end", end.isoformat(), "--window-days", "31"]
         materialize = [sys.executable, "-m", "feature_repo.store", "materialize", *window]
         subprocess.run(materialize, cwd=REPO_ROOT, env=env, check=True)
+
+    def refresh_offline(self, values: Mapping[str, float], days: int = 14) -> tuple[datetime, datetime]:
+        """The world moved: appends a fresh period of `days` to the offline sources, every customer
+        with `values` set (e.g. the feature the drifted traffic shifted), and materializes it.
+
+        A TrainingRun on the dev stack's labels then trains (and is evaluated) on the fresh rows
+        too, and the online store serves the new values. Returns the period's [start, end).
+        """
+        env = {**os.environ, "SLIPWAY_FEAST_DATA": str(self.feast_data)}
+        append = [sys.executable, "-m", "feature_repo.generate", "--out", str(self.feast_data)]
+        append += ["--append-days", str(days), "--seed", "7"]
+        append += [arg for name, value in sorted(values.items()) for arg in ("--set", f"{name}={value}")]
+        done = subprocess.run(append, cwd=REPO_ROOT, env=env, check=True, capture_output=True, text=True)
+        period = json.loads(done.stdout)
+        start, end = datetime.fromisoformat(period["start"]), datetime.fromisoformat(period["end"])
+        window = ["--start", start.isoformat(), "--end", (end + timedelta(days=1)).isoformat(), "--window-days", "31"]
+        materialize = [sys.executable, "-m", "feature_repo.store", "materialize", *window]
+        subprocess.run(materialize, cwd=REPO_ROOT, env=env, check=True)
+        return start, end
 
     def job_env(self) -> dict[str, str]:
         """What every training job sees, as the trainer image provides it in a cluster."""

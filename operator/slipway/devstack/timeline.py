@@ -2,8 +2,9 @@
 
 A sample holds, per model version (the predictor's `revision` label), the traffic weight the
 ModelDeployment's status gives it and what Prometheus measured over the last few seconds: error
-rate, p95 latency and mean prediction. One matplotlib figure is the chart, saved as the PNG and
-inlined as SVG in the HTML page, so the page needs nothing but a browser.
+rate, p95 latency, mean prediction and input drift (the largest feature PSI of the predictor's
+input monitor, the value a TrainingSchedule's drift trigger watches). One matplotlib figure is the
+chart, saved as the PNG and inlined as SVG in the HTML page, so the page needs nothing but a browser.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Sample:
     error_rate: dict[int, float] = field(default_factory=dict)  # version -> failed share of requests
     latency_p95: dict[int, float] = field(default_factory=dict)  # version -> seconds
     prediction_mean: dict[int, float] = field(default_factory=dict)  # version -> mean probability
+    input_psi: dict[int, float] = field(default_factory=dict)  # version -> largest feature PSI
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ PANELS = (
     Panel("error_rate", "error rate", "share", 0.05),
     Panel("latency_p95", "latency p95", "s", 0.05),
     Panel("prediction_mean", "prediction mean", "probability", 0.5),
+    Panel("input_psi", "input drift", "largest feature PSI", 0.5),
 )
 
 
@@ -65,6 +68,7 @@ def queries(namespace: str, model: str, window: str = "10s") -> dict[str, str]:
         "latency_p95": "histogram_quantile(0.95, sum by (revision, le) "
         f"(rate(slipway_request_duration_seconds_bucket{{{selector}}}[{window}])))",
         "prediction_mean": f"{rate('slipway_prediction_value_sum')} / {rate('slipway_prediction_value_count')}",
+        "input_psi": f"max by (revision) (max_over_time(slipway_input_psi{{{selector}}}[{window}]))",
     }
 
 
@@ -90,6 +94,7 @@ def measure(answers: Mapping[str, Iterable[Mapping[str, Any]]]) -> dict[str, dic
         "error_rate": {v: errors.get(v, 0.0) / requests[v] for v in sorted(serving)},
         "latency_p95": {v: x for v, x in by_revision(answers.get("latency_p95", [])).items() if v in serving},
         "prediction_mean": {v: x for v, x in by_revision(answers.get("prediction_mean", [])).items() if v in serving},
+        "input_psi": {v: x for v, x in by_revision(answers.get("input_psi", [])).items() if v in serving},
     }
 
 
@@ -111,7 +116,7 @@ def weights(status: Mapping[str, Any]) -> dict[int, int]:
 def versions(samples: Sequence[Sample]) -> list[int]:
     found: set[int] = set()
     for sample in samples:
-        for key in ("weights", "error_rate", "latency_p95", "prediction_mean"):
+        for key in ("weights", "error_rate", "latency_p95", "prediction_mean", "input_psi"):
             found.update(getattr(sample, key))
     return sorted(found)
 
@@ -164,7 +169,8 @@ def render_html(samples: Sequence[Sample], events: Sequence[Event], title: str =
         "td{padding:2px 12px;border-bottom:1px solid #ddd}</style></head><body>\n"
         f"<h1>{html.escape(title)}</h1>\n"
         "<p>Per model version: the traffic weight the ModelDeployment gave it, and what Prometheus measured "
-        "over the last seconds (error rate, latency p95, mean prediction). Dashed lines mark the events below.</p>\n"
+        "over the last seconds (error rate, latency p95, mean prediction, input drift as the largest feature PSI). "
+        "Dashed lines mark the events below.</p>\n"
         f"{render_svg(samples, events)}\n"
         f"<h2>Events</h2>\n<table>\n{rows}\n</table>\n"
         f'<script type="application/json" id="timeline-data">{data}</script>\n'

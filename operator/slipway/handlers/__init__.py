@@ -3,6 +3,6 @@
 Importing this package registers every handler with Kopf.
 """
 
-from . import modeldeployment, modelversion, settings, trainingrun, trainingschedule
+from . import batchprediction, modeldeployment, modelversion, settings, trainingrun, trainingschedule
 
-__all__ = ["modeldeployment", "modelversion", "settings", "trainingrun", "trainingschedule"]
+__all__ = ["batchprediction", "modeldeployment", "modelversion", "settings", "trainingrun", "trainingschedule"]

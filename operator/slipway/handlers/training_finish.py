@@ -22,8 +22,8 @@ from ..builders.modelversion import build_model_version
 from ..builders.rayjob import build_rayjob
 from ..reconcile import reasons
 from ..reconcile.conditions import set_condition
-from ..reconcile.gates import evaluate_gate
-from ..reconcile.registry import model_version_name, serving_metric
+from ..reconcile.gates import GateVerdict, evaluate_gate
+from ..reconcile.registry import model_version_name, serving_baseline
 from ..reconcile.training import judge, logs_hint
 from ..reconcile.trainingrun import Outcome
 from ..storage import read_model
@@ -50,7 +50,8 @@ def finish(
     job = lifted.ray_job
     logs = logs_hint(namespace, job.name, job.job_id) if job else ""
     versions: list[ModelVersionSpec] = list(indexes["model_versions"].get((namespace, run.model), []))
-    serving = serving_metric(_served_version(indexes, namespace, run.model), versions, run.evaluation.metric)
+    stable = served_version(indexes, namespace, run.model)
+    serving = serving_baseline(stable, versions, run.evaluation.metric, manifest.serving if manifest else None)
     verdict = evaluate_gate(run.evaluation, manifest.metrics, serving) if manifest else None
     judgement = judge(run, lifted.attempt, outcome, validation, manifest, verdict, failure, artifacts, logs)
     if read is not None and read.problem:
@@ -62,7 +63,15 @@ def finish(
         update["metrics"] = {key: f"{value:.6g}" for key, value in sorted(manifest.metrics.items())} or None
         update["lineage"] = manifest.lineage
     if verdict is not None:
-        update["evaluation"] = EvaluationResult(metric=verdict.metric, value=verdict.value, passed=verdict.passed)
+        baseline = verdict.baseline
+        update["evaluation"] = EvaluationResult(
+            metric=verdict.metric,
+            value=verdict.value,
+            passed=verdict.passed,
+            serving_version=baseline.version if baseline else None,
+            serving_value=baseline.value if baseline else None,
+            compared_on=("thisRunsData" if baseline.on_this_data else "recordedMetric") if baseline else None,
+        )
         conditions = set_condition(
             conditions,
             "GatesPassed",
@@ -75,7 +84,7 @@ def finish(
 
     if judgement.action == "retry":
         attempt = lifted.attempt + 1
-        rayjob = build_rayjob(run_name, namespace, run, attempt)
+        rayjob = build_rayjob(run_name, namespace, run, attempt, lifted.serving_model)
         kopf.adopt(rayjob, owner=owner)
         memo.kube.apply(RAY_JOBS, rayjob)
         conditions = set_condition(conditions, "Running", "False", reasons.RETRYING, judgement.message, generation, now)
@@ -97,9 +106,7 @@ def finish(
 
     if judgement.action == "register":
         assert manifest is not None and verdict is not None
-        version = _register(
-            memo, namespace, run_name, run, lifted, artifacts, manifest, verdict.metric, verdict.value, versions
-        )
+        version = _register(memo, namespace, run_name, run, lifted, artifacts, manifest, verdict, versions)
         conditions = set_condition(
             conditions, "Complete", "True", reasons.MODEL_REGISTERED, judgement.message, generation, now
         )
@@ -118,6 +125,14 @@ def finish(
     return lifted.model_copy(update={**update, "phase": "Failed", "conditions": conditions})
 
 
+def _recorded_version(memo: kopf.Memo, namespace: str, run_name: str) -> str | None:
+    """The run's status.modelVersion as the API server has it now (a read, not the watch's view)."""
+    for live in memo.kube.list_objects(TRAINING_RUNS, namespace, f"metadata.name={run_name}"):
+        recorded = (live.get("status") or {}).get("modelVersion")
+        return str(recorded) if recorded else None
+    return None
+
+
 def _register(
     memo: kopf.Memo,
     namespace: str,
@@ -126,23 +141,26 @@ def _register(
     lifted: TrainingRunStatus,
     artifacts: str,
     manifest: Manifest,
-    metric: str,
-    value: float | None,
+    verdict: GateVerdict,
     versions: list[ModelVersionSpec],
 ) -> int:
     """Creates this run's ModelVersion exactly once.
 
     The number is recorded in the run's status before the ModelVersion is created, so an
-    operator that dies in between creates the same one after its restart, never a second.
+    operator that dies in between creates the same one after its restart, never a second. The
+    status is read as it is now before a number is handed out: a standby that takes over may see
+    the run as it was before its pause, unregistered though the other replica registered it.
     """
-    if lifted.model_version:
-        number = int(lifted.model_version.rsplit("-v", 1)[1])
+    recorded_as = lifted.model_version or _recorded_version(memo, namespace, run_name)
+    if recorded_as:
+        number = int(recorded_as.rsplit("-v", 1)[1])
     else:
         floor = max((v.version for v in versions), default=0)
         number = memo.kube.allocate_version(namespace, run.model, floor=floor)
         recorded = {"modelVersion": model_version_name(run.model, number)}
         memo.kube.patch_status(TRAINING_RUNS, namespace, run_name, recorded)
-    gates = Gates(passed=True, metric=metric, value=value, reason="passed data validation and the evaluation gate")
+    reason = f"passed data validation and the evaluation gate: {verdict.message}"
+    gates = Gates(passed=True, metric=verdict.metric, value=verdict.value, reason=reason[:1024])
     body = build_model_version(
         model_version_name(run.model, number), namespace, run_name, run.model, number, artifacts, manifest, gates
     )
@@ -151,7 +169,7 @@ def _register(
     return int(number)
 
 
-def _served_version(indexes: dict[str, Any], namespace: str, model: str) -> int | None:
+def served_version(indexes: dict[str, Any], namespace: str, model: str) -> int | None:
     """The stable version the model's deployment serves (the first deployment, if several)."""
     for name in indexes["deployments_by_model"].get((namespace, model), []):
         for record in indexes["deployments"].get((namespace, name), []):

@@ -3,30 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import kopf
 
 from ..api.defaults import MissingField
 from ..api.resources import RAY_JOBS, TRAINING_RUN_LABEL, TRAINING_RUNS
-from ..api.trainingrun import TrainingRunSpec, TrainingRunStatus
+from ..api.trainingrun import ServingModel, TrainingRunSpec, TrainingRunStatus
 from ..builders.rayjob import build_rayjob
 from ..reconcile import reasons
 from ..reconcile.conditions import now_rfc3339
+from ..reconcile.registry import serving_model
 from ..reconcile.status import status_patch
 from ..reconcile.trainingrun import rayjob_outcome, refused_status, training_status
+from .attempts import FINISHED, attempt_of, run_record, write_status
 from .events import announce, reference
 from .metrics import counted, observe_training_run
-from .training_finish import finish
-
-FINISHED = ("Succeeded", "Failed")
-
-
-class RunRecord(NamedTuple):
-    owner: kopf.Body
-    spec: dict[str, Any]
-    status: dict[str, Any]
-    generation: int | None
+from .training_finish import finish, served_version
 
 
 @kopf.index(*TRAINING_RUNS.ref)
@@ -34,8 +27,7 @@ def training_runs(
     namespace: str | None, name: str, body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **_: Any
 ) -> Any:
     """The runs as last seen, so child events need no extra GET."""
-    owner = reference(body["apiVersion"], body["kind"], namespace, name, meta["uid"])
-    return {(namespace, name): RunRecord(owner, dict(spec), dict(status), meta.get("generation"))}
+    return {(namespace, name): run_record(namespace, name, body, spec, status, meta)}
 
 
 @kopf.on.resume(*TRAINING_RUNS.ref)
@@ -72,10 +64,29 @@ def start(
             announce(owner, True, reasons.INVALID_SPEC, str(error))
             return
         attempt = TrainingRunStatus.model_validate(known).attempt
-        rayjob = build_rayjob(name, ns, run, attempt)
+        known, serving = pin_serving_model(memo, ns, name, run, known, kwargs)
+        rayjob = build_rayjob(name, ns, run, attempt, serving)
         kopf.adopt(rayjob, owner=body)
         observed = memo.kube.apply(RAY_JOBS, rayjob)
         advance(memo, ns, name, owner, run, known, rayjob["metadata"]["name"], observed, meta.get("generation"), kwargs)
+
+
+def pin_serving_model(
+    memo: kopf.Memo, namespace: str, name: str, run: TrainingRunSpec, known: dict[str, Any], indexes: dict[str, Any]
+) -> tuple[dict[str, Any], ServingModel | None]:
+    """The version the job scores beside its own model (for mustBeatServing, and shown without it),
+    recorded in status before the first RayJob is made: every attempt, and a resume after a
+    restart, compares with the same version even if a rollout changed what serves meanwhile."""
+    pinned = TrainingRunStatus.model_validate(known).serving_model
+    if pinned is not None or known.get("rayJob"):
+        return known, pinned
+    versions = indexes["model_versions"].get((namespace, run.model), [])
+    found = serving_model(served_version(indexes, namespace, run.model), versions)
+    if found is None:
+        return known, None
+    recorded = found.model_dump(by_alias=True)
+    memo.kube.patch_status(TRAINING_RUNS, namespace, name, {"servingModel": recorded})
+    return {**known, "servingModel": recorded}, found
 
 
 def advance(
@@ -100,13 +111,7 @@ def advance(
     outcome = rayjob_outcome(job.get("status"))
     if outcome.phase in FINISHED:
         desired = finish(memo, namespace, run_name, owner, run, desired, outcome, indexes, now)
-    changes = status_patch(known, desired)
-    if not changes:
-        return
-    memo.kube.patch_status(TRAINING_RUNS, namespace, run_name, changes)
-    memo.written[owner["metadata"]["uid"]] = desired.model_dump(by_alias=True, exclude_none=True)
-    if desired.phase != current.phase or desired.attempt != current.attempt:
-        announce(owner, desired.phase == "Failed", _reason(desired), desired.message or desired.phase)
+    write_status(memo, TRAINING_RUNS, namespace, run_name, owner, known, desired)
 
 
 @kopf.on.event(*RAY_JOBS.ref, labels={TRAINING_RUN_LABEL: kopf.PRESENT})
@@ -115,28 +120,13 @@ def lift_rayjob_status(
 ) -> None:
     run_name, ns = labels[TRAINING_RUN_LABEL], namespace or ""
     with memo.locks[("run", ns, run_name)], counted(RAY_JOBS.kind):
-        record: RunRecord | None = next(iter(kwargs["training_runs"].get((ns, run_name), [])), None)
-        if record is None:
-            return  # the run is gone; garbage collection takes its RayJob
-        known = memo.written.get(record.owner["metadata"]["uid"], record.status)
-        current = TrainingRunStatus.model_validate(known)
         job_name = body["metadata"]["name"]
-        if current.ray_job is None or current.ray_job.name != job_name or current.phase in FINISHED:
-            return  # an older attempt's job, or the run is done
+        found = attempt_of(memo, kwargs["training_runs"], ns, run_name, job_name)
+        if found is None:
+            return
+        record, known = found
         run = memo.defaults.run(TrainingRunSpec.model_validate(record.spec))
         advance(memo, ns, run_name, record.owner, run, known, job_name, body, record.generation, kwargs)
-
-
-def _reason(status: TrainingRunStatus) -> str:
-    """The reason of the condition that explains the current phase."""
-    order = {"Failed": ("Failed",), "Succeeded": ("Complete",), "Pending": ("Running", "Complete")}.get(
-        status.phase, ("Running",)
-    )
-    for kind in order:
-        for cond in status.conditions:
-            if cond.type == kind:
-                return cond.reason
-    return status.phase
 
 
 @kopf.on.event(*TRAINING_RUNS.ref)

@@ -52,6 +52,11 @@ RETRYING = "Retrying"
 BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
 MODEL_REGISTERED = "ModelVersionRegistered"
 
+# BatchPrediction (besides the RayJob, retry and user-error reasons above, which it shares; a
+# version that does not exist or never passed its gates is ModelVersionNotFound or NoVersionPassedGates)
+OUTPUT_UNWRITABLE = "OutputUnwritable"  # the job cannot write spec.output.uri (exit code 8)
+PREDICTIONS_WRITTEN = "PredictionsWritten"
+
 # TrainingSchedule
 RUN_TRIGGERED = "RunTriggered"  # a trigger made a TrainingRun (the message says which, and its value)
 RUN_REPLACED = "RunReplaced"  # concurrencyPolicy Replace deleted an active run for a new one
@@ -62,6 +67,7 @@ RUNS_PRUNED = "RunsPruned"  # finished runs beyond the history limits were delet
 SCHEDULE_ACTIVE = "ScheduleActive"
 SUSPENDED = "Suspended"
 INVALID_SCHEDULE = "InvalidSchedule"  # a cron expression the schema's pattern let through but cron refuses
+INVALID_TIME_ZONE = "InvalidTimeZone"  # spec.timeZone has a zone name's shape but the zone database has no such zone
 DRIFT_ABOVE_THRESHOLD = "DriftAboveThreshold"
 DRIFT_WITHIN_THRESHOLD = "DriftWithinThreshold"
 DRIFT_UNKNOWN = "DriftUnknown"  # no data, or Prometheus unreachable: never a trigger

@@ -7,6 +7,7 @@ OOM kill, an exception the entrypoint did not foresee) is retried, up to spec.ba
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal, NamedTuple
 
 from ..api.artifacts import (
@@ -29,7 +30,7 @@ from . import reasons
 from .gates import GateVerdict
 from .trainingrun import Outcome, one_line
 
-Action = Literal["register", "retry", "fail"]
+Action = Literal["register", "retry", "fail", "succeed"]  # succeed: a job with nothing to register
 DETAIL_LIMIT = 600  # of the pipeline's own words in a message; the rest is ours
 
 
@@ -91,10 +92,34 @@ def _from_exit_code(run: TrainingRunSpec, code: int, job: str) -> UserError | No
             "or an entrypoint that does not take --hp KEY=VALUE",
         ),
     }
-    if code not in known:
+    return error_for_code(code, known, FAILURE_REASONS, job)
+
+
+def error_for_code(
+    code: int, fields: Mapping[int, tuple[str, str, str]], reasons_by_code: Mapping[int, str], job: str
+) -> UserError | None:
+    """The user error exit code `code` stands for, from `fields` (code -> the spec field, its value
+    and what is wrong), or None: a code that is no user error."""
+    if code not in fields or code not in reasons_by_code:
         return None
-    field, value, detail = known[code]
-    return UserError(FAILURE_REASONS[code], field, value, f"{detail} (no {FAILURE_FILE}; {job})")
+    field, value, detail = fields[code]
+    return UserError(reasons_by_code[code], field, value, f"{detail} (no {FAILURE_FILE}; {job})")
+
+
+def reported_error(
+    failure: RunFailure | None, attempt: int, exit_code: int | None, reasons_by_code: Mapping[int, str]
+) -> UserError | None:
+    """The user error the job's failure.json reports, if it is this attempt's and agrees with the
+    exit code (the job also removes one that an earlier run of the same name left, when it starts).
+    The reason follows the file's exit code where `reasons_by_code` knows it."""
+    if failure is None or failure.attempt != attempt or (exit_code is not None and exit_code != failure.exit_code):
+        return None
+    reason = reasons_by_code.get(failure.exit_code, failure.reason)
+    if reason not in reasons_by_code.values():
+        return None
+    return UserError(
+        reason, one_line(failure.field, 128), one_line(failure.value, 256), one_line(failure.detail, DETAIL_LIMIT)
+    )
 
 
 def _from_validation(run: TrainingRunSpec, report: ValidationReport | None, artifacts: str) -> UserError:
@@ -123,16 +148,11 @@ def user_error(
     (a message without Ray's words, an older trainer).
     """
     exit_code = outcome.exit_code
-    if (
-        failure is not None
-        and failure.attempt == attempt
-        and failure.reason in FAILURE_REASONS.values()
-        and (exit_code is None or exit_code == failure.exit_code)
-    ):
-        detail = one_line(failure.detail, DETAIL_LIMIT)
-        if failure.reason == reasons.DATA_VALIDATION_FAILED:
-            detail = f"{detail}; report: {artifacts}{VALIDATION_FILE}"
-        return UserError(failure.reason, one_line(failure.field, 128), one_line(failure.value, 256), detail)
+    reported = reported_error(failure, attempt, exit_code, FAILURE_REASONS)
+    if reported is not None:
+        if reported.reason == reasons.DATA_VALIDATION_FAILED:
+            return reported._replace(detail=f"{reported.detail}; report: {artifacts}{VALIDATION_FILE}")
+        return reported
     if exit_code == EXIT_DATA_VALIDATION or (exit_code is None and validation is not None and not validation.passed):
         return _from_validation(run, validation, artifacts)
     if exit_code is not None:
@@ -158,25 +178,30 @@ def judge(
     """
     if outcome.phase == "Failed":
         error = user_error(run, attempt, outcome, failure, validation, artifacts)
-        if error is not None:
-            where = f"; the job's logs: {logs}" if logs else ""
-            return Judgement("fail", error.reason, f"{error.describe()}; not retried{where}")
-        if outcome.reason in (reasons.DEADLINE_EXCEEDED, reasons.RAYJOB_INVALID):
-            return Judgement("fail", outcome.reason, outcome.message)
-        if attempt < run.backoff_limit:
-            return Judgement(
-                "retry",
-                reasons.RETRYING,
-                f"attempt {attempt} failed ({outcome.message}); retry {attempt + 1} of {run.backoff_limit}",
-            )
-        where = f"; the job's logs: {logs}" if logs else ""
-        return Judgement(
-            "fail",
-            reasons.BACKOFF_LIMIT_EXCEEDED,
-            f"{attempt + 1} attempts failed; the last: {outcome.message}{where}",
-        )
+        return judge_failure(error, outcome, attempt, run.backoff_limit, logs)
     if manifest is None:
         return Judgement("fail", reasons.MANIFEST_MISSING, "the job succeeded but wrote no readable manifest.json")
     if verdict is None or not verdict.passed:
         return Judgement("fail", reasons.GATE_FAILED, verdict.message if verdict else "no evaluation verdict")
     return Judgement("register", reasons.GATES_PASSED, verdict.message)
+
+
+def judge_failure(error: UserError | None, outcome: Outcome, attempt: int, backoff_limit: int, logs: str) -> Judgement:
+    """Fail or retry an attempt that failed (any kind's): a user error `error`, a missed deadline or
+    a RayJob KubeRay refused fails at once; anything else is retried up to `backoff_limit`."""
+    where = f"; the job's logs: {logs}" if logs else ""
+    if error is not None:
+        return Judgement("fail", error.reason, f"{error.describe()}; not retried{where}")
+    if outcome.reason in (reasons.DEADLINE_EXCEEDED, reasons.RAYJOB_INVALID):
+        return Judgement("fail", outcome.reason, outcome.message)
+    if attempt < backoff_limit:
+        return Judgement(
+            "retry",
+            reasons.RETRYING,
+            f"attempt {attempt} failed ({outcome.message}); retry {attempt + 1} of {backoff_limit}",
+        )
+    return Judgement(
+        "fail",
+        reasons.BACKOFF_LIMIT_EXCEEDED,
+        f"{attempt + 1} attempts failed; the last: {outcome.message}{where}",
+    )

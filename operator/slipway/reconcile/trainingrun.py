@@ -1,10 +1,11 @@
-"""TrainingRun status from its RayJob's status, the way KubeRay reports it."""
+"""TrainingRun (and BatchPrediction) status from its RayJob's status, the way KubeRay reports it."""
 
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
+from ..api.batchprediction import BatchPredictionStatus
 from ..api.trainingrun import RayJobRef, TrainingPhase, TrainingRunStatus
 from . import reasons
 from .conditions import set_condition
@@ -19,6 +20,8 @@ KUBERAY_DEADLINE_REASONS = ("DeadlineExceeded", "PreRunningDeadlineExceeded")
 # status.message. The tail is the job's last log lines (up to 20,000 characters).
 RAY_ENTRYPOINT_FAILED = re.compile(r"Job entrypoint command failed with exit code (-?\d+)[,.]?(.*)", re.DOTALL)
 MESSAGE_LIMIT = 1024  # a condition's message may hold 4096; a one-line summary needs far less
+# The status of a kind that runs one RayJob per attempt: the same fields, the same life cycle.
+JobStatus = TypeVar("JobStatus", TrainingRunStatus, BatchPredictionStatus)
 
 
 class Outcome(NamedTuple):
@@ -83,13 +86,13 @@ def rayjob_outcome(rayjob_status: dict[str, Any] | None) -> Outcome:
 
 
 def training_status(
-    current: TrainingRunStatus,
+    current: JobStatus,
     rayjob_name: str,
     rayjob_status: dict[str, Any] | None,
     generation: int | None,
     now: str,
-) -> TrainingRunStatus:
-    """The next status of a run whose current attempt is `rayjob_name`."""
+) -> JobStatus:
+    """The next status of a run (or batch prediction) whose current attempt is `rayjob_name`."""
     status = rayjob_status or {}
     job_times = status.get("rayJobInfo") or {}
     outcome = rayjob_outcome(status)
@@ -141,9 +144,12 @@ def training_status(
     )
 
 
-def refused_status(current: TrainingRunStatus, message: str, generation: int | None, now: str) -> TrainingRunStatus:
-    """A run that cannot start (a field unset with no default): Failed, with the field named."""
-    conditions = set_condition(current.conditions, "Failed", "True", reasons.INVALID_SPEC, message, generation, now)
+def refused_status(
+    current: JobStatus, message: str, generation: int | None, now: str, reason: str = reasons.INVALID_SPEC
+) -> JobStatus:
+    """A run that cannot start (a field unset with no default, a version that does not exist):
+    Failed, with the field named."""
+    conditions = set_condition(current.conditions, "Failed", "True", reason, message, generation, now)
     return current.model_copy(
         update={
             "phase": "Failed",
@@ -153,3 +159,15 @@ def refused_status(current: TrainingRunStatus, message: str, generation: int | N
             "message": message,
         }
     )
+
+
+def phase_reason(status: TrainingRunStatus | BatchPredictionStatus) -> str:
+    """The reason of the condition that explains the current phase."""
+    order = {"Failed": ("Failed",), "Succeeded": ("Complete",), "Pending": ("Running", "Complete")}.get(
+        status.phase, ("Running",)
+    )
+    for kind in order:
+        for cond in status.conditions:
+            if cond.type == kind:
+                return cond.reason
+    return status.phase

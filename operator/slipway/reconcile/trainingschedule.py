@@ -17,8 +17,6 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from croniter import croniter
-
 from ..api.base import Condition, ConditionStatus, seconds
 from ..api.trainingschedule import (
     SuccessfulRun,
@@ -29,6 +27,7 @@ from ..api.trainingschedule import (
 )
 from . import reasons
 from .conditions import set_condition
+from .cron import latest_cron_time, next_cron_time, valid_cron, valid_zone
 from .rollout import Event, parse_time, rfc3339
 
 FINISHED = ("Succeeded", "Failed")
@@ -74,28 +73,12 @@ class Decision(NamedTuple):
     events: tuple[Event, ...]
 
 
-def valid_cron(expression: str) -> bool:
-    return bool(croniter.is_valid(expression)) and (expression.startswith("@") or len(expression.split()) == 5)
-
-
 def run_name(schedule: str, trigger: TriggerType, key: str | datetime) -> str:
     """`<schedule>-cron-<unix minute>`, `<schedule>-drift-<unix minute the hold began>` or
     `<schedule>-manual-<hash of the request id>`: the same trigger always names the same run."""
     if isinstance(key, datetime):
         return f"{schedule}-{trigger}-{int(key.timestamp()) // 60}"
     return f"{schedule}-{trigger}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
-
-
-def latest_cron_time(expression: str, now: datetime) -> datetime:
-    """The latest time at or before `now` that the expression names (minute resolution)."""
-    minute = now.replace(second=0, microsecond=0)
-    previous: datetime = croniter(expression, minute + timedelta(seconds=1)).get_prev(datetime)
-    return previous
-
-
-def next_cron_time(expression: str, now: datetime) -> datetime:
-    following: datetime = croniter(expression, now).get_next(datetime)
-    return following
 
 
 class _Pending(NamedTuple):
@@ -142,21 +125,18 @@ def decide(
     ready: tuple[ConditionStatus, str, str] = ("True", reasons.SCHEDULE_ACTIVE, "triggers are watched")
     st.next_schedule_time = None
     if spec.schedule is not None:
-        if not valid_cron(spec.schedule):
-            ready = (
-                "False",
-                reasons.INVALID_SCHEDULE,
-                f"spec.schedule {spec.schedule!r} is not a valid cron expression",
-            )
+        problem = _schedule_problem(spec)
+        if problem is not None:
+            ready = ("False", *problem)
             previous = next((c for c in conditions if c.type == READY), None)
-            if previous is None or previous.reason != reasons.INVALID_SCHEDULE:
-                events.append(Event(True, reasons.INVALID_SCHEDULE, ready[2]))
+            if previous is None or previous.reason != problem[0]:
+                events.append(Event(True, *problem))
         else:
             since = parse_time(st.last_schedule_time) if st.last_schedule_time else obs.created
-            due = latest_cron_time(spec.schedule, now)
+            due = latest_cron_time(spec.schedule, now, spec.time_zone)
             if due > since:
                 pending.append(_Pending("cron", rfc3339(due), run_name(name, "cron", due), True))
-            st.next_schedule_time = rfc3339(next_cron_time(spec.schedule, now))
+            st.next_schedule_time = rfc3339(next_cron_time(spec.schedule, now, spec.time_zone))
 
     # Drift: held above the threshold for spec.drift.for, counted from a start recorded in status.
     conditions = _drift(spec, st, obs, now, conditions, pending, name)
@@ -200,6 +180,16 @@ def decide(
     st.active_runs = active
     st.conditions = conditions
     return Decision(st, create, tuple(delete), tuple(events))
+
+
+def _schedule_problem(spec: TrainingScheduleSpec) -> tuple[str, str] | None:
+    """(reason, message) when the cron schedule cannot be read: values cron refuses, an unknown zone."""
+    if spec.schedule is not None and not valid_cron(spec.schedule):
+        return reasons.INVALID_SCHEDULE, f"spec.schedule {spec.schedule!r} is not a valid cron expression"
+    if not valid_zone(spec.time_zone):
+        message = f"spec.timeZone {spec.time_zone!r} is not an IANA time zone name (e.g. Europe/Berlin)"
+        return reasons.INVALID_TIME_ZONE, message
+    return None
 
 
 def _consume(st: TrainingScheduleStatus, trigger: _Pending) -> None:
