@@ -25,6 +25,7 @@ from slipway.controlplane import ControlPlane
 from slipway.controlplane.components import healthy
 from slipway.controlplane.server import free_port
 from slipway.devstack.cluster import OperatorProcess, install_crds
+from slipway.handlers.settings import PEERING_LIFETIME_S
 from tests.chaos import audit
 from tests.chaos.fleet import FIGURES, STEPS, ChaosControllers, Fleet, chaos_seed
 from tests.chaos.invariants import Invariants
@@ -35,9 +36,9 @@ pytestmark = pytest.mark.integration
 STANDBY_SA = "slipway-replica-2"
 REPLICA_2 = f"system:serviceaccount:{RELEASE_NAMESPACE}:{STANDBY_SA}"
 MODELS = ["m0", "m1"]
-# Kopf's peering lifetime is 60 s (the operator keeps Kopf's default): a dead peer's record
-# holds the standby back until it expires, and the keep-alive refreshes it every 50-55 s.
-TAKEOVER_BOUND = 75.0
+# A dead peer's record holds the standby back until it expires: the operator's peering lifetime
+# (20 s; keep-alives every 10-15 s), plus a keep-alive of the standby's to notice it, plus slack.
+TAKEOVER_BOUND = PEERING_LIFETIME_S + 20.0
 # How long the old leader may go on acting once the new one acts: until it sees the new one's
 # keep-alive in the peering (a watch event away).
 HANDOVER_S = 5.0

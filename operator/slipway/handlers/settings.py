@@ -18,6 +18,7 @@ from ..builders.httproute import Routing
 from ..kube import Kube
 
 PEERING_NAME = "slipway"
+PEERING_LIFETIME_S = 20
 PREFIX = "slipway.dev"
 HANDLER_THREADS = 32
 
@@ -32,6 +33,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
     settings.peering.priority = time.time_ns() // 1000
     settings.peering.mandatory = os.environ.get("SLIPWAY_STANDALONE", "") != "1"
     settings.peering.standalone = not settings.peering.mandatory
+    # A replica killed without its farewell (SIGKILL, a lost node) holds the lead until its record
+    # expires: 20 s instead of Kopf's 60 bounds the takeover. Keep-alives still come 5-10 s
+    # before expiry, as with the default, so a live leader is never taken for dead sooner.
+    settings.peering.lifetime = PEERING_LIFETIME_S
     # Our own annotation prefix: handler progress and the last-handled spec live on the object,
     # so a restart resumes exactly where it was (nothing kept only in memory).
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
