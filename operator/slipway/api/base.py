@@ -79,6 +79,16 @@ def uri_rule(field: str, schemes: tuple[str, ...]) -> dict[str, Any]:
     return rules(rule(f"self.matches('^({alternatives})://.+')", f"{field} must be a URI starting with {listed}"))
 
 
+def version_rule() -> dict[str, Any]:
+    """spec.version of the kinds that pick a ModelVersion: a number from 1, or 'latest'."""
+    return rules(
+        rule(
+            "type(self) == int ? self >= 1 : (self == 'latest' || self.matches('^[1-9][0-9]*$'))",
+            "spec.version must be 'latest' or a version number of at least 1",
+        )
+    )
+
+
 def dns_label_rule(field: str) -> dict[str, Any]:
     return rules(
         rule(

@@ -6,8 +6,6 @@ version's Feast features point in time, scores with Ray Data and writes partitio
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
 from .artifacts import (
@@ -29,13 +27,11 @@ from .base import (
     dns_label_rule,
     quantity_rule,
     rule,
-    rules,
     uri_rule,
+    version_rule,
 )
 from .modelversion import Lineage
-from .trainingrun import RayJobRef
-
-BatchPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
+from .trainingrun import RayJobRef, TrainingPhase
 
 
 class BatchInput(ApiModel):
@@ -95,12 +91,7 @@ class BatchPredictionSpec(ApiModel):
         "latest",
         description="A version number, or 'latest' (the newest version that passed its gates), resolved once "
         "when the prediction starts and recorded in status.version.",
-        json_schema_extra=rules(
-            rule(
-                "type(self) == int ? self >= 1 : (self == 'latest' || self.matches('^[1-9][0-9]*$'))",
-                "spec.version must be 'latest' or a version number of at least 1",
-            )
-        ),
+        json_schema_extra=version_rule(),
     )
     image: str | None = Field(
         None,
@@ -129,7 +120,7 @@ class BatchPredictionSpec(ApiModel):
 
 
 class BatchPredictionStatus(StatusModel):
-    phase: BatchPhase = Field("Pending", description="Pending, Running, Succeeded or Failed.")
+    phase: TrainingPhase = Field("Pending", description="Pending, Running, Succeeded or Failed.")
     observed_generation: int | None = Field(None, description="The .metadata.generation last reconciled.")
     conditions: list[Condition] = conditions_field()
     ray_job: RayJobRef | None = Field(None, description="The RayJob of the current attempt.")

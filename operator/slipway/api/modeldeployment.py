@@ -18,6 +18,7 @@ from .base import (
     rule,
     rules,
     uri_rule,
+    version_rule,
 )
 
 DeploymentPhase = Literal["Pending", "Stable", "Progressing", "Paused", "RollingBack", "Degraded", "Failed"]
@@ -329,12 +330,7 @@ class ModelDeploymentSpec(ApiModel):
     version: int | str = Field(
         "latest",
         description="A version number, or 'latest' (the newest version that passed its gates).",
-        json_schema_extra=rules(
-            rule(
-                "type(self) == int ? self >= 1 : (self == 'latest' || self.matches('^[1-9][0-9]*$'))",
-                "spec.version must be 'latest' or a version number of at least 1",
-            )
-        ),
+        json_schema_extra=version_rule(),
     )
     predictor: Predictor = Field(description="The model server.")
     traffic: TrafficMode | None = Field(
