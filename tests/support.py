@@ -216,8 +216,15 @@ def serve_first_version(cluster: Cluster, namespace: str) -> None:
 INFERENCE = ("serving.kserve.io", "v1beta1")
 
 
+def rayjob_exists(cluster: Cluster, namespace: str, job: str) -> bool:
+    items = cluster.custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs")["items"]
+    return any(i["metadata"]["name"] == job for i in items)
+
+
 def finish_job(cluster: Cluster, namespace: str, job: str, succeeded: bool, message: str = "") -> None:
-    """What KubeRay writes when the Ray job ends."""
+    """What KubeRay writes when the Ray job ends, once the operator has created the RayJob (phase
+    Pending is written first, when the run pins the serving version, so it does not imply the job)."""
+    wait_for(lambda: rayjob_exists(cluster, namespace, job), what=f"RayJob {job}")
     body = {
         "jobStatus": "SUCCEEDED" if succeeded else "FAILED",
         "jobDeploymentStatus": "Complete" if succeeded else "Failed",

@@ -177,8 +177,8 @@ def test_a_user_error_fails_at_once_with_its_reason_and_no_empty_fields(
     )
     (folder / FAILURE_FILE).write_text(failure.model_dump_json(by_alias=True))
     operator.apply(namespace, run_with_artifacts(tmp_path, backoffLimit=2))
-    wait_phase(operator, namespace, RUN, "Pending")
     job = f"{RUN}-0"
+    wait_for(lambda: job in rayjob_names(operator, namespace), what="the RayJob")  # Pending comes first
     operator.custom.patch_namespaced_custom_object_status(
         "ray.io",
         "v1",
