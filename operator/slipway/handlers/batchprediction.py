@@ -33,6 +33,7 @@ from ..storage import read_model
 from .attempts import FINISHED, RunRecord, attempt_of, run_record, write_status
 from .events import announce
 from .metrics import counted
+from .retries import outlasting_restarts
 
 
 @kopf.index(*BATCH_PREDICTIONS.ref)
@@ -71,6 +72,7 @@ def start(
 
 
 @kopf.on.event(*MODEL_VERSIONS.ref)
+@outlasting_restarts
 def version_registered(type: str, namespace: str | None, spec: kopf.Spec, memo: kopf.Memo, **kwargs: Any) -> None:
     """A new version may be the one a waiting prediction of the same model asked for."""
     if type is None:
@@ -169,6 +171,7 @@ def finish(
 
 
 @kopf.on.event(*RAY_JOBS.ref, labels={BATCH_PREDICTION_LABEL: kopf.PRESENT})
+@outlasting_restarts
 def lift_batch_rayjob_status(
     body: kopf.Body, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any
 ) -> None:

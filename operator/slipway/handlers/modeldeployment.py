@@ -26,9 +26,13 @@ from ..reconcile.rollout import Commands, analysis_due, analysis_of, commands_fr
 from ..reconcile.status import fresher_status, status_patch
 from .events import announce, reference
 from .metrics import counted, observe_deployment
+from .retries import outlasting_restarts
 
 RETRY_DELAY = 30  # seconds; a new ModelVersion also triggers a reconcile at once
 TICK_SECONDS = 0.5  # how often a rollout under way is looked at (bounds how late a measurement is)
+# A tick that failed (the API server down longer than a call waits) is tried again this soon, not
+# after Kopf's default backoff: a rollout's deadlines and measurements are the ticks' to keep.
+TICK_BACKOFF_SECONDS = 2.0
 
 
 class DeploymentRecord(NamedTuple):
@@ -245,7 +249,7 @@ def _rollout_under_way(status: kopf.Status, **_: Any) -> bool:
     return needs_ticks(ModelDeploymentStatus.model_validate(dict(status)))
 
 
-@kopf.timer(*MODEL_DEPLOYMENTS.ref, interval=TICK_SECONDS, when=_rollout_under_way)
+@kopf.timer(*MODEL_DEPLOYMENTS.ref, interval=TICK_SECONDS, backoff=TICK_BACKOFF_SECONDS, when=_rollout_under_way)
 def tick(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     """Time moves a rollout too: pauses end, measurements fall due, deadlines pass.
 
@@ -255,6 +259,7 @@ def tick(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> No
 
 
 @kopf.on.event(*INFERENCE_SERVICES.ref, labels={DEPLOYMENT_LABEL: kopf.PRESENT})
+@outlasting_restarts
 def lift_inferenceservice_status(
     type: str, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any
 ) -> None:
@@ -263,6 +268,7 @@ def lift_inferenceservice_status(
 
 
 @kopf.on.event(*HTTP_ROUTES.ref, labels={DEPLOYMENT_LABEL: kopf.PRESENT})
+@outlasting_restarts
 def follow_route(type: str, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any) -> None:
     # A Gateway accepting new weights can move the rollout on; a deleted route is recreated.
     reconcile_deployment(memo, namespace or "", labels[DEPLOYMENT_LABEL], kwargs, full=type == "DELETED")

@@ -13,6 +13,7 @@ from ..reconcile.conditions import now_rfc3339, set_condition
 from ..reconcile.status import status_patch
 from ..reconcile.versions import gates_passed, primary_metric
 from .modeldeployment import reconcile_deployment
+from .retries import outlasting_restarts
 
 
 @kopf.index(*MODEL_VERSIONS.ref)
@@ -51,6 +52,7 @@ def describe(spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, patch: kopf.
 
 
 @kopf.on.event(*MODEL_VERSIONS.ref)
+@outlasting_restarts
 def roll_out(type: str, namespace: str | None, spec: kopf.Spec, memo: kopf.Memo, **kwargs: Any) -> None:
     """A new or removed version may change what a deployment of the same model serves."""
     if type is None:

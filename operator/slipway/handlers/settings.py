@@ -21,6 +21,7 @@ PEERING_NAME = "slipway"
 PEERING_LIFETIME_S = 20
 PREFIX = "slipway.dev"
 HANDLER_THREADS = 32
+HANDLER_BACKOFF_S = 10
 
 
 @kopf.on.startup()
@@ -46,6 +47,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     # Handlers are sync and block on API calls in threads; one per pooled API connection.
     settings.execution.max_workers = HANDLER_THREADS
+    # A failed handler (the API server away longer than a call waits) is retried after 10 s, not
+    # Kopf's 60: an outage of seconds should delay the work by seconds.
+    settings.execution.default_backoff = HANDLER_BACKOFF_S
     # Bounded watch calls, so a silently dropped connection is noticed within minutes.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

@@ -19,6 +19,7 @@ from ..reconcile.trainingrun import rayjob_outcome, refused_status, training_sta
 from .attempts import FINISHED, attempt_of, run_record, write_status
 from .events import announce, reference
 from .metrics import counted, observe_training_run
+from .retries import outlasting_restarts
 from .training_finish import finish, served_version
 
 
@@ -115,6 +116,7 @@ def advance(
 
 
 @kopf.on.event(*RAY_JOBS.ref, labels={TRAINING_RUN_LABEL: kopf.PRESENT})
+@outlasting_restarts
 def lift_rayjob_status(
     body: kopf.Body, namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any
 ) -> None:

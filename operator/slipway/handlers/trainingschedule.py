@@ -23,6 +23,7 @@ from ..reconcile.status import status_patch
 from ..reconcile.trainingschedule import DriftReading, Observations, RunView, decide
 from .events import announce, reference
 from .metrics import counted
+from .retries import outlasting_restarts
 
 TICK_SECONDS = 10.0
 
@@ -87,7 +88,7 @@ def reconcile_schedule(
             announce(owner, event.warning, event.reason, event.message)
 
 
-@kopf.timer(*TRAINING_SCHEDULES.ref, interval=TICK_SECONDS)
+@kopf.timer(*TRAINING_SCHEDULES.ref, interval=TICK_SECONDS, backoff=TICK_SECONDS)  # a failed tick: the next one
 def tick(
     namespace: str | None, name: str, body: kopf.Body, annotations: kopf.Annotations, memo: kopf.Memo, **kwargs: Any
 ) -> None:
@@ -101,6 +102,7 @@ def _retrain_requested(annotations: kopf.Annotations, status: kopf.Status, **_: 
 
 
 @kopf.on.event(*TRAINING_SCHEDULES.ref, when=_retrain_requested)
+@outlasting_restarts
 def retrain(
     type: str,
     namespace: str | None,

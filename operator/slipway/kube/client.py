@@ -11,6 +11,7 @@ import json
 import re
 from typing import Any, cast
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -21,6 +22,22 @@ FIELD_MANAGER = "slipway"
 VERSION_COUNTER = "slipway-model-versions"
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
+# A restarting API server refuses connections for a few seconds; a call waits that out (about 25 s
+# at most) instead of failing its handler, which Kopf would retry only after its backoff, or never
+# for an event handler. Only what cannot have reached the server is sent again, and reads: a PUT
+# or a create whose answer was lost may have been applied (the version counter's PUT would then
+# allocate a second number).
+OUTAGE_RETRIES = urllib3.Retry(
+    total=20,
+    connect=15,
+    read=2,
+    status=0,
+    other=0,
+    allowed_methods=frozenset({"GET"}),
+    backoff_factor=0.2,
+    backoff_max=2.0,
+    raise_on_status=False,
+)
 # What YAML may hold unescaped (its printable set) less its line breaks beyond ASCII (NEL, LS, PS),
 # which a double-quoted scalar would fold, and the byte-order mark.
 _YAML_UNSAFE = re.compile("[^\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
@@ -53,6 +70,7 @@ class Kube:
         except config.ConfigException:
             config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         configuration.connection_pool_maxsize = pool_size  # one per handler thread
+        configuration.retries = OUTAGE_RETRIES
         return cls(client.ApiClient(configuration))
 
     def apply(self, resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
