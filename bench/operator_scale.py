@@ -16,8 +16,11 @@ import argparse
 import asyncio
 import copy
 import json
+import os
 import re
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -251,7 +254,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             idle_rss = await wait_idle(psutil.Process(operator.pid), kube, "warmup")
             print(f"operator: idle RSS {idle_rss / 2**20:.0f} MiB; creating {2 * args.count} parents", flush=True)
             counts = await request_counts(kube)
+            profiler = start_profile(operator.pid, args.profile) if args.profile else None
             run = await with_operator(kube, "bench", args.count, args.concurrency, operator.pid)
+            profile = stop_profile(profiler, args.profile) if profiler else None
             operator_calls = per_parent(counts, await request_counts(kube), 2 * args.count)
             operator.stop()
         finally:
@@ -274,14 +279,64 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "rss_ratio": round(run["peak_rss"] / idle_rss, 2),
         "baseline_calls_per_parent": base_calls,
         "operator_calls_per_parent": operator_calls,
+        # The machine's load (1-minute average) as the run ended: on 2 cores shared with the API
+        # server and etcd, anything else running moves every figure.
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
+    if profile:
+        result["profile"] = profile
     return result
+
+
+def start_profile(pid: int, output: Path) -> subprocess.Popen[bytes]:
+    """py-spy samples the operator (every thread, idle ones left out) while the parents are created."""
+    argv = ["py-spy", "record", "--pid", str(pid), "--rate", "50", "--format", "raw", "--output", str(output)]
+    return subprocess.Popen([str(Path(sys.executable).parent / argv[0]), *argv[1:]], stdout=subprocess.DEVNULL)
+
+
+def stop_profile(profiler: subprocess.Popen[bytes], output: Path) -> dict[str, Any]:
+    profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+    profiler.wait(timeout=60)
+    return summarize_profile(output.read_text())
+
+
+# Where the operator's CPU goes, by the outermost frame of these packages on a sample's stack
+# (innermost first): our code, then the libraries it spends time in.
+PROFILE_GROUPS = (
+    ("json / yaml", ("json/", "yaml/")),
+    ("pydantic", ("pydantic",)),
+    ("kubernetes client + urllib3", ("kubernetes/", "urllib3/")),
+    ("ssl / sockets", ("ssl.py", "socket.py", "selectors.py")),
+    ("kopf", ("kopf/",)),
+    ("aiohttp", ("aiohttp/",)),
+    ("asyncio", ("asyncio/",)),
+    ("slipway", ("slipway/",)),
+)
+
+
+def summarize_profile(collapsed: str) -> dict[str, Any]:
+    """Shares of the samples by the first group found walking each stack from its leaf."""
+    totals: dict[str, int] = {}
+    samples = 0
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        frames = stack.split(";")[::-1]  # leaf first
+        group = next(
+            (name for frame in frames for name, marks in PROFILE_GROUPS if any(m in frame for m in marks)), "other"
+        )
+        totals[group] = totals.get(group, 0) + int(count)
+        samples += int(count)
+    shares = {k: round(v / samples, 3) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])} if samples else {}
+    return {"samples": samples, "share_by_leaf_group": shares}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=1000, help="TrainingRuns, and as many ModelDeployments")
     parser.add_argument("--concurrency", type=int, default=32, help="parents in flight at once")
+    parser.add_argument("--profile", type=Path, help="py-spy the operator while it works; collapsed stacks here")
     args = parser.parse_args()
     result = asyncio.run(main_async(args))
     out = REPO / "bench" / "results"
