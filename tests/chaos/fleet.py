@@ -3,8 +3,10 @@
 Each model has a ModelDeployment on `version: latest` and a hand-registered version 1. A rollout
 is the platform's own path: a TrainingRun, its RayJob finished the way KubeRay finishes it, the
 ModelVersion the operator registers, and the canary the deployment starts for it by itself.
-Some runs are bad ("-bad" in the run's name, so in the artifact URI): their InferenceService never
-gets ready (KServe is played by `Controllers`), and the progress deadline must roll them back.
+Some runs are bad ("-bad" in the run's name, so in the artifact URI): by default their
+InferenceService never gets ready (KServe is played by `Controllers`), and the progress deadline
+must roll them back; a test may play them otherwise (its own `Controllers`, its analysis: see
+test_prometheus_flaps.py, where they get ready and their metrics fail the analysis).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ SEED_ENV = "SLIPWAY_CHAOS_SEED"
 FIGURES: list[str] = []
 # Short pauses and no analysis metrics (Prometheus is not asked): a rollout takes seconds.
 STEPS = ((30, "1s"), (70, "1s"))
+NO_ANALYSIS: dict[str, Any] = {"interval": "1s", "failureLimit": 0, "metrics": []}
 
 
 def chaos_seed() -> int:
@@ -51,15 +54,16 @@ class ChaosControllers(Controllers):
         return super()._isvc_status(isvc)
 
 
-def deployment(model: str, steps: tuple[tuple[int, str], ...], deadline: str, prometheus: str) -> dict[str, Any]:
+def deployment(
+    model: str, steps: tuple[tuple[int, str], ...], deadline: str, prometheus: str, analysis: dict[str, Any]
+) -> dict[str, Any]:
     md = copy.deepcopy(MD)
     md["metadata"]["name"] = model
     md["spec"].update(model=model, version="latest", traffic="gateway", prometheus={"url": prometheus})
-    analysis = {"interval": "1s", "failureLimit": 0, "metrics": []}
     md["spec"]["strategy"] = {
         "type": "Canary",
         "progressDeadline": deadline,
-        "canary": {"steps": [{"weight": w, "pause": p} for w, p in steps], "analysis": analysis},
+        "canary": {"steps": [{"weight": w, "pause": p} for w, p in steps], "analysis": copy.deepcopy(analysis)},
     }
     return md
 
@@ -87,6 +91,7 @@ class Outcome:
     bad: bool
     version: int = 0
     result: str = ""  # Promoted, RolledBack, or what it was stuck in
+    reason: str = ""  # the history entry's reason, e.g. "AnalysisFailed: error-rate 0.5 > max 0.05"
     seconds: float = 0.0
 
 
@@ -145,11 +150,17 @@ class Fleet:
         except AssertionError as error:  # say where it stopped, not only that it did
             raise AssertionError(f"{error}; {explain() if explain else ''}") from None
 
-    def start(self, prometheus: str, steps: tuple[tuple[int, str], ...], progress_deadline: str) -> None:
+    def start(
+        self,
+        prometheus: str,
+        steps: tuple[tuple[int, str], ...],
+        progress_deadline: str,
+        analysis: dict[str, Any] = NO_ANALYSIS,
+    ) -> None:
         """Every model serving its version 1."""
         for model in self.models:
             self.create("modelversions", first_version(model))
-            self.create("modeldeployments", deployment(model, steps, progress_deadline, prometheus))
+            self.create("modeldeployments", deployment(model, steps, progress_deadline, prometheus, analysis))
         for model in self.models:
             self.poll(
                 lambda m=model: (
@@ -167,10 +178,13 @@ class Fleet:
     def start_rollouts(self) -> list[threading.Thread]:
         threads = []
         for model in self.models:
-            plan = [self.rng.randrange(self.bad_every) == 0 for _ in range(self.rollouts)]
-            threads.append(threading.Thread(target=self._model, args=(model, plan), daemon=True))
+            threads.append(threading.Thread(target=self._model, args=(model, self.plan()), daemon=True))
             threads[-1].start()
         return threads
+
+    def plan(self) -> list[bool]:
+        """One model's runs in order, True for a bad one."""
+        return [self.rng.randrange(self.bad_every) == 0 for _ in range(self.rollouts)]
 
     def join(self, threads: list[threading.Thread]) -> None:
         for thread in threads:
@@ -184,6 +198,8 @@ class Fleet:
                 self.outcomes.append(self._rollout(model, f"{model}-r{index}{'-bad' if bad else ''}", bad))
         except AssertionError as error:
             self.errors.append(f"{model}: {error}")
+        except Exception as error:  # a thread's exception would otherwise pass unseen
+            self.errors.append(f"{model}: {type(error).__name__}: {error}")
 
     def _rollout(self, model: str, run: str, bad: bool) -> Outcome:
         started = time.monotonic()
@@ -209,10 +225,14 @@ class Fleet:
         def ended() -> str | None:
             status = self.get("modeldeployments", model).get("status") or {}
             if status.get("phase") == "Stable" and status.get("stableVersion") == outcome.version:
-                return "Promoted"
-            if status.get("phase") == "Degraded" and status.get("rolledBackVersion") == outcome.version:
-                return "RolledBack"
-            return None
+                result = "Promoted"
+            elif status.get("phase") == "Degraded" and status.get("rolledBackVersion") == outcome.version:
+                result = "RolledBack"
+            else:
+                return None
+            entries = [h for h in status.get("history", []) if h["version"] == outcome.version]
+            outcome.reason = entries[-1].get("reason", "") if entries else ""
+            return result
 
         def explain() -> str:
             status = self.get("modeldeployments", model).get("status") or {}
@@ -231,7 +251,9 @@ class Fleet:
                 "ray.io", "v1", self.namespace, "rayjobs", name, _request_timeout=10
             )
         except ApiException as error:
-            if error.status == 404:
+            # 404: not made yet; 5xx: an API server still starting ("before all known HTTP paths
+            # have been installed"), as `retrying` takes it.
+            if error.status == 404 or (error.status or 0) >= 500:
                 return False
             raise
         except UNREACHABLE:
@@ -261,14 +283,24 @@ class Fault:
         raise NotImplementedError
 
 
-def run_under(fault: Fault, fleet: Fleet, progress_deadline: str) -> Invariants:
+def run_under(
+    fault: Fault,
+    fleet: Fleet,
+    progress_deadline: str,
+    *,
+    controllers: Controllers | None = None,
+    watcher: Invariants | None = None,
+    prometheus: str = "",
+    analysis: dict[str, Any] = NO_ANALYSIS,
+) -> Invariants:
     """Every model on its first version, then the fleet's rollouts with `fault` striking; KServe
-    and the Gateway played, and the invariants checked, throughout."""
-    controllers = ChaosControllers(fleet.cluster, fleet.namespace)
+    and the Gateway played, and the invariants checked, throughout. By default bad runs never get
+    ready and no Prometheus is asked (a URL nothing listens on, no metrics)."""
+    controllers = controllers or ChaosControllers(fleet.cluster, fleet.namespace)
     controllers.thread.start()
-    watcher = Invariants(fleet.cluster, fleet.namespace).start()
+    watcher = (watcher or Invariants(fleet.cluster, fleet.namespace)).start()
     try:
-        fleet.start(f"http://127.0.0.1:{free_port()}", STEPS, progress_deadline)
+        fleet.start(prometheus or f"http://127.0.0.1:{free_port()}", STEPS, progress_deadline, analysis)
         fault.thread.start()
         fleet.run()
     finally:

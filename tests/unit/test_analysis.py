@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import socket
 from typing import Any
 
 import pytest
 
 from slipway.api.modeldeployment import AnalysisMetric, AnalysisResult
+from slipway.prometheus import client_for, failure, measure
 from slipway.reconcile.analysis import (
     QueryContext,
     describe_breakdown,
@@ -201,3 +203,20 @@ def result(verdict: str) -> AnalysisResult:
 )
 def test_overall(verdicts: list[str], expected: str) -> None:
     assert overall([result(v) for v in verdicts]) == expected
+
+
+def test_a_failed_query_says_why_not_which_url() -> None:
+    """A refused connection or a read timeout is named in the message; the client's own text starts
+    with the URL and the whole query, which pushed the cause past the cut."""
+    refused = measure("http://127.0.0.1:1", [metric("error-rate", max=0.05)], CTX, NOW)  # nothing listens on 1
+    assert refused[0].verdict == "Inconclusive" and "Connection refused" in refused[0].message, refused
+    with socket.socket() as hung:  # accepts connections (the backlog) and never answers: a hung Prometheus
+        hung.bind(("127.0.0.1", 0))
+        hung.listen()
+        with pytest.raises(Exception) as raised:
+            client_for(f"http://127.0.0.1:{hung.getsockname()[1]}", timeout=0.2).custom_query(
+                render_query(metric("error-rate"), CTX)
+            )
+    message = failure(raised.value)
+    assert message.startswith("query failed: ConnectionError: ") and "Read timed out" in message, message
+    assert "slipway_requests_total" not in message

@@ -45,6 +45,22 @@ def labelled(result: list[dict[str, Any]], label: str) -> list[tuple[str, float]
     return out
 
 
+def failure(error: Exception) -> str:
+    """Why a query failed, for a result's message: what went wrong underneath (a refused connection,
+    a read timeout) rather than the HTTP client's wrapper, whose text starts with the URL and the
+    whole query, so that the cause fell past any sensible cut."""
+    cause: BaseException = error
+    for _ in range(5):  # requests' ConnectionError -> urllib3's MaxRetryError -> its reason
+        inner = getattr(cause, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = next((a for a in cause.args if isinstance(a, BaseException)), None)
+        if inner is None:
+            break
+        cause = inner
+    text = str(error) if cause is error else f"{type(cause).__name__}: {cause}"
+    return f"query failed: {type(error).__name__}: {text[:200]}"
+
+
 def client_for(url: str, timeout: float = TIMEOUT_SECONDS) -> PrometheusConnect:
     return PrometheusConnect(url=url, disable_ssl=True, timeout=timeout, retry=Retry(total=0))
 
@@ -61,7 +77,7 @@ def measure(url: str, metrics: Sequence[AnalysisMetric], ctx: QueryContext, now:
         try:
             value, problem = scalar(client.custom_query(render_query(metric, ctx)))
         except Exception as error:  # unreachable, timeout, 4xx/5xx from a bad query: never a pass
-            value, problem = None, f"query failed: {type(error).__name__}: {str(error)[:200]}"
+            value, problem = None, failure(error)
         return judge(metric, value, problem, now, breakdown(metric) if value is not None else "")
 
     def breakdown(metric: AnalysisMetric) -> str:
@@ -85,7 +101,7 @@ def value_of(url: str, query: str) -> tuple[float | None, str]:
     try:
         value, problem = scalar(client_for(url).custom_query(query))
     except Exception as error:  # unreachable, timeout, a bad query: no value, never a trigger
-        return None, f"query failed: {type(error).__name__}: {str(error)[:200]}"
+        return None, failure(error)
     if value is not None and (math.isnan(value) or math.isinf(value)):
         return None, "the query returned NaN or infinity (no traffic in the window?)"
     return value, problem
