@@ -1,6 +1,6 @@
 """What the dev-stack e2e modules share: the churn ModelDeployment's status, a canary with
-analysis, ModelVersions registered by hand, Prometheus queries, plain feature rows for load, and
-waiting for TrainingRuns to finish."""
+analysis, ModelVersions registered by hand, Prometheus queries, plain feature rows for load,
+waiting for TrainingRuns to finish, and a version's model-server process."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import psutil
 from kubernetes import client
 
+from slipway.devstack.serving import ISVC_LABEL, MARKER_ENV
 from slipway.devstack.stack import NAMESPACE, DevStack
 from tests.support import wait_for
 
@@ -92,3 +94,23 @@ def prometheus(stack: DevStack, query: str) -> list[dict[str, Any]]:
     with urllib.request.urlopen(url, timeout=5) as response:
         result: list[dict[str, Any]] = json.loads(response.read())["data"]["result"]
     return result
+
+
+def predictor_pod(api: client.CustomObjectsApi, number: int) -> client.V1Pod | None:
+    """Version `number`'s one predictor pod (KServe's Deployment makes it), if it exists yet."""
+    core = client.CoreV1Api(api.api_client)
+    pods = core.list_namespaced_pod(NAMESPACE, label_selector=f"{ISVC_LABEL}=churn-v{number}").items
+    live = [p for p in pods if p.metadata.deletion_timestamp is None]
+    assert len(live) <= 1, [p.metadata.name for p in live]
+    return live[0] if live else None
+
+
+def model_server_pid(stack: DevStack, pod: client.V1Pod) -> int:
+    """The pid of the pod's model-server process, as its status names it (the dev stack's kubelet
+    writes `devstack://<pid>` as the containerID), checked to be this stack's predictor process."""
+    (container,) = pod.status.container_statuses
+    pid = int(container.container_id.removeprefix("devstack://"))
+    process = psutil.Process(pid)
+    assert process.environ().get(MARKER_ENV) == str(stack.workdir), process
+    assert "pipelines.predictor" in process.cmdline(), process.cmdline()
+    return pid

@@ -13,11 +13,13 @@ from __future__ import annotations
 import copy
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 import urllib.parse
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,8 +27,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from slipway.devstack.modelserver import alive, starttime
 from slipway.devstack.stack import NAMESPACE, DevStack
 from slipway.devstack.traffic import LoadGenerator
+from slipway.reconcile.rollout import parse_time
 from tests.e2e.rollouts import (
     GROUP,
     HOST,
@@ -35,6 +39,8 @@ from tests.e2e.rollouts import (
     VERSION,
     canary,
     md_status,
+    model_server_pid,
+    predictor_pod,
     prometheus,
     register,
     until,
@@ -96,6 +102,13 @@ def weights(api: client.CustomObjectsApi) -> dict[str, int]:
 def served(stack: DevStack, version: int) -> float:
     """Requests version `version` has answered, as Prometheus saw them."""
     result = prometheus(stack, f'sum(slipway_requests_total{{namespace="{NAMESPACE}",revision="{version}"}})')
+    return float(result[0]["value"][1]) if result else 0.0
+
+
+def errors_served(stack: DevStack, version: int) -> float:
+    """Requests version `version` failed (5xx), as Prometheus saw them."""
+    query = f'sum(slipway_requests_total{{namespace="{NAMESPACE}",revision="{version}",outcome="server_error"}})'
+    result = prometheus(stack, query)
     return float(result[0]["value"][1]) if result else 0.0
 
 
@@ -232,6 +245,106 @@ def test_a_killed_operator_resumes_the_rollout_at_the_same_step(
     assert [h["outcome"] for h in status["history"] if h["version"] == 6] == ["Promoted"]
 
 
+def test_a_candidate_whose_model_server_is_killed_mid_step_is_restarted_and_judged_afresh(
+    stack: DevStack, api: client.CustomObjectsApi, load: LoadGenerator
+) -> None:
+    """SIGKILL to the candidate's one model server once a canary step is in effect, under load.
+
+    The kubelet restarts it after its back-off (5 s) and a fresh start; meanwhile its pod is not
+    ready, so its InferenceService is not either: the operator holds the step (WaitingForCandidate:
+    same weight, the step's pause and analysis start over) and the gateway answers the candidate's
+    share 503, since its Service has no ready endpoint, while the stable version answers the rest.
+    Once ready again the candidate is judged on fresh measurements only, and promoted. Whether it
+    is back in time is the progress deadline's call, counted from the rollout's start: this test
+    gives the rollout room for a slow restart on a loaded machine (a candidate not ready again by
+    then is rolled back, ProgressDeadlineExceeded).
+    """
+    stable = md_status(api)["stableVersion"]
+    deadline = {"spec": {"strategy": {"progressDeadline": "600s"}}}
+    api.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "modeldeployments", "churn", deadline)
+    register_faulty(stack, api, 7, run_dir(second_version(api)), "--shift", "0")
+    until(api, "version 7 at step 0", candidateVersion=7, step=0, phase="Progressing")
+
+    def ready_pod() -> client.V1Pod | None:
+        found = predictor_pod(api, 7)
+        return found if found and any(c.ready for c in found.status.container_statuses or []) else None
+
+    pod = wait_for(ready_pod, timeout=ROLLOUT_TIMEOUT, what="version 7's pod ready")
+    assert pod.status.container_statuses[0].restart_count == 0, pod
+    pid = model_server_pid(stack, pod)
+    started = starttime(pid)
+    stable_errors, stable_served = errors_served(stack, stable), served(stack, stable)
+
+    def taking_traffic() -> dict[str, Any] | None:
+        status = md_status(api)
+        return status if status.get("stepStartedAt") else None
+
+    # Killed as soon as the step's weight is in effect: well before its first measurement is due.
+    at_step = wait_for(taking_traffic, timeout=ROLLOUT_TIMEOUT, what="version 7 taking traffic")
+    at_kill = load.snapshot()
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    timeline: dict[str, float] = {}
+    # What the operator must hold while it waits: the step it was in, at the same weight.
+    held = {"step": at_step["step"], "canaryWeight": at_step["canaryWeight"]}
+    at_ready: tuple[float, Counter[int]] | None = None
+
+    def ended() -> dict[str, Any] | None:
+        nonlocal at_ready
+        status = md_status(api)  # read before the pod: never newer than what it says
+        now = predictor_pod(api, 7)
+        assert now is not None and now.metadata.uid == pod.metadata.uid, now  # the same pod, restarted
+        container = (now.status.container_statuses or [None])[0]
+        ready = bool(container and container.ready)
+        if not ready:
+            timeline.setdefault("pod not ready", time.monotonic() - killed)
+            assert status.get("stableVersion") == stable, status  # never promoted while down
+        if status.get("reason") == "WaitingForCandidate":
+            timeline.setdefault("operator waiting", time.monotonic() - killed)
+            assert status.get("stepStartedAt") is None, status  # the step starts over once ready
+            step = {"step": status.get("step"), "canaryWeight": status.get("canaryWeight")}
+            assert step == held, (held, status)  # neither advanced nor dropped
+        if ready and "pod not ready" in timeline and at_ready is None:
+            timeline["pod ready again"] = time.monotonic() - killed
+            at_ready = (served(stack, stable), load.snapshot())
+        if status.get("stableVersion") == 7 or status.get("rolledBackVersion") == 7:
+            timeline["rollout ended"] = time.monotonic() - killed
+            return status
+        return None
+
+    status = wait_for(ended, timeout=ROLLOUT_TIMEOUT, interval=0.2, what="the rollout of version 7 to end")
+    print(f"\nkilled version 7's model server at {held}: { {k: round(v, 1) for k, v in timeline.items()} }")
+    assert "operator waiting" in timeline and held["canaryWeight"] > 0, (timeline, held)
+    assert at_ready is not None, timeline
+
+    # The kubelet restarted the process: same pod, a new process, restartCount 1.
+    restarted = predictor_pod(api, 7)
+    assert restarted is not None and restarted.metadata.uid == pod.metadata.uid
+    container = restarted.status.container_statuses[0]
+    assert container.ready and container.restart_count == 1, container
+    assert model_server_pid(stack, restarted) != pid and started and not alive(pid, started)
+
+    # Meanwhile the stable version answered its share, without errors; the candidate's share got a
+    # gateway's 502 (in flight to the killed process) or 503 (no ready endpoint), never no answer.
+    outage = at_ready[1] - at_kill
+    print(f"load from the kill until it was ready again: {dict(outage)}")
+    assert at_ready[0] > stable_served + 10, (stable_served, at_ready)
+    assert errors_served(stack, stable) == stable_errors
+    assert set(outage) <= {200, 502, 503} and outage[200] > 0, outage
+    share = held["canaryWeight"] / 100
+    assert outage[502] + outage[503] <= (share + 0.15) * outage.total(), (outage, share)
+
+    # Judged on measurements taken after it was back, it passed every step.
+    assert status["stableVersion"] == 7 and status["phase"] == "Stable", status
+    assert [h["outcome"] for h in status["history"] if h["version"] == 7] == ["Promoted"], status["history"]
+    assert {r["verdict"] for r in status["analysis"]} == {"Passed"}, status["analysis"]
+    back = next(c.last_transition_time for c in restarted.status.conditions if c.type == "Ready")
+    assert parse_time(status["lastAnalysisAt"]) >= back, (status["lastAnalysisAt"], back)
+    wait_for(lambda: weights(api) == {f"churn-v{stable}-predictor": 0, "churn-v7-predictor": 100}, what="all on 7")
+    deadline["spec"]["strategy"]["progressDeadline"] = CANARY["progressDeadline"]
+    api.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, "modeldeployments", "churn", deadline)
+
+
 def test_blue_green_switches_at_once_and_switches_back(
     stack: DevStack, api: client.CustomObjectsApi, load: LoadGenerator
 ) -> None:
@@ -246,24 +359,33 @@ def test_blue_green_switches_at_once_and_switches_back(
     api.patch_namespaced_custom_object(
         GROUP, VERSION, NAMESPACE, "modeldeployments", "churn", {"spec": {"strategy": blue_green}}
     )
-    register_faulty(stack, api, 7, run_dir(second_version(api)), "--shift", "0")
-    until(api, "version 7 switched", stableVersion=7, phase="Stable", previousVersion=6)
-    wait_for(lambda: weights(api) == {"churn-v6-predictor": 0, "churn-v7-predictor": 100}, what="all on 7")
+    old = md_status(api)["stableVersion"]  # 7, or 6 had the killed candidate been rolled back
+    register_faulty(stack, api, 8, run_dir(second_version(api)), "--shift", "0")
+    until(api, "version 8 switched", stableVersion=8, phase="Stable", previousVersion=old)
+    wait_for(lambda: weights(api) == {f"churn-v{old}-predictor": 0, "churn-v8-predictor": 100}, what="all on 8")
     assert slipway(stack, "abort", "churn").returncode == 0
-    status = until(api, "switched back to 6", stableVersion=6, rolledBackVersion=7, timeout=30)
+    status = until(api, f"switched back to {old}", stableVersion=old, rolledBackVersion=8, timeout=30)
     assert status["reason"] == "Aborted"
-    wait_for(lambda: weights(api) == {"churn-v6-predictor": 100, "churn-v7-predictor": 0}, timeout=10, what="all on 6")
-    # Version 6 was warm the whole time: it answers at once, with no errors in between.
-    before = served(stack, 6)
-    wait_for(lambda: served(stack, 6) > before + 10, timeout=30, what="version 6 serving the traffic again")
+    wait_for(
+        lambda: weights(api) == {f"churn-v{old}-predictor": 100, "churn-v8-predictor": 0},
+        timeout=10,
+        what=f"all on {old}",
+    )
+    # Version `old` was warm the whole time: it answers at once, with no errors in between.
+    before = served(stack, old)
+    wait_for(lambda: served(stack, old) > before + 10, timeout=30, what=f"version {old} serving the traffic again")
     view = slipway(stack, "status", "churn").stdout
-    assert "rolled back: version 7" in view, view
+    assert "rolled back: version 8" in view, view
 
 
 def test_the_load_saw_no_errors_from_healthy_versions(load: LoadGenerator) -> None:
+    """Every request got an answer; the only errors came from versions that were not healthy: 500
+    from version 3 (it fails 40% of its requests), 502 and 503 from the gateway for version 7's
+    share while its model server was killed and restarting."""
     outcomes = load.snapshot()
     assert outcomes[200] > 100, outcomes
     assert outcomes[0] == 0, (outcomes, load.errors)  # the gateway always answered
+    assert set(outcomes) <= {200, 500, 502, 503}, outcomes
 
 
 def first_version(api: client.CustomObjectsApi) -> dict[str, Any]:
