@@ -475,7 +475,8 @@ def test_a_gateway_that_stops_applying_holds_the_next_step() -> None:
 
 
 def test_a_candidate_that_stops_being_ready_mid_step_restarts_the_step() -> None:
-    """No measurement is due (nor thrown away every tick) while the candidate is down."""
+    """No measurement is due (nor thrown away every tick) while the candidate is down, and its
+    share of the traffic goes back to stable: requests routed to it would fail."""
     world = serving(canary((10, "60s"), (50, "60s"), deadline="600s"))
     world.target = 2
     world.ready.add(2)
@@ -486,11 +487,12 @@ def test_a_candidate_that_stops_being_ready_mid_step_restarts_the_step() -> None
     world.wait(100)
     st = world.st
     assert (st.phase, st.reason, st.step, st.step_started_at) == ("Progressing", reasons.WAITING_FOR_CANDIDATE, 0, None)
+    assert st.canary_weight == 0 and traffic_of(st).weights() == {1: 100, 2: 0}
     assert len(world.measured) == 1
     world.ready.add(2)
-    world.tick()
+    world.until(lambda w: w.st.step_started_at is not None)  # once its 10% is in effect again
     back = world.now
-    assert world.st.step_started_at == rfc3339(back)
+    assert world.st.step_started_at == rfc3339(back) and world.st.canary_weight == 10
     world.until(lambda w: w.st.step == 1)
     assert world.now == back + timedelta(seconds=60)
     assert world.measured[1:] == [back + timedelta(seconds=30), back + timedelta(seconds=60)]
@@ -1170,6 +1172,32 @@ SHADOW = {"percent": 100, "duration": "60s"}
 
 def in_shadow(world: World) -> bool:
     return world.st.shadow_percent is not None
+
+
+@pytest.mark.parametrize(
+    "spec", [canary(shadow=SHADOW), blue_green(preview=20), direct()], ids=["shadow", "preview", "Direct"]
+)
+def test_a_candidate_that_stops_being_ready_gets_no_traffic_and_no_mirror_until_it_is_back(
+    spec: ModelDeploymentSpec,
+) -> None:
+    world = serving(spec)
+    world.target = 2
+    world.ready.add(2)
+    world.until(lambda w: w.st.step_started_at is not None or w.st.stable_version == 2)
+    if world.st.stable_version == 2:  # Direct: promoted at once; take it down with version 3 instead
+        world.target = 3
+        world.ready.add(3)
+        world.until(lambda w: w.traffic is not None and w.traffic.weight == 100)
+    candidate = world.st.candidate_version
+    assert candidate is not None and world.traffic is not None and (world.traffic.weight or world.traffic.mirror)
+    world.ready.discard(candidate)
+    world.tick()
+    assert world.st.reason == reasons.WAITING_FOR_CANDIDATE
+    assert world.traffic is not None and world.traffic.weight == 0 and world.traffic.mirror == 0
+    world.ready.add(candidate)
+    world.until(lambda w: w.traffic is not None and (w.traffic.weight or w.traffic.mirror))
+    world.until(lambda w: w.st.phase == "Stable")
+    assert world.st.stable_version == candidate
 
 
 def test_canary_shadow_mirrors_without_user_traffic_then_walks_the_steps() -> None:

@@ -322,6 +322,12 @@ class _Tick:
         if st.phase not in ("Progressing", "Paused"):
             st.phase = "Progressing"
         st.step_started_at = None  # the step's pause and analysis start over once it is ready again
+        if st.stable_version is not None:
+            # Requests routed to a candidate that is not ready fail (a Gateway answers 5xx for a
+            # backend without endpoints): like a new one's, its traffic and mirror wait for readiness.
+            st.canary_weight = 0
+            if st.shadow_percent is not None:
+                st.shadow_percent = 0
         self.state(st.phase, reasons.WAITING_FOR_CANDIDATE, f"waiting for version {candidate} to be ready: {detail}")
 
     def switch_directly(self, candidate: int) -> None:
