@@ -34,6 +34,7 @@ from .attempts import FINISHED, RunRecord, attempt_of, run_record, write_status
 from .events import announce
 from .metrics import counted
 from .retries import outlasting_restarts
+from .views import entries
 
 
 @kopf.index(*BATCH_PREDICTIONS.ref)
@@ -78,8 +79,8 @@ def version_registered(type: str, namespace: str | None, spec: kopf.Spec, memo: 
     if type is None:
         return  # the initial listing: the predictions' own resume handlers look for themselves
     ns = namespace or ""
-    for name in kwargs["batch_predictions_by_model"].get((namespace, spec.get("model")), []):
-        for record in kwargs["batch_predictions"].get((namespace, name), []):
+    for name in entries(kwargs["batch_predictions_by_model"], (namespace, spec.get("model"))):
+        for record in entries(kwargs["batch_predictions"], (namespace, name)):
             if not (record.status or {}).get("modelVersion"):
                 submit(memo, ns, name, record)
 

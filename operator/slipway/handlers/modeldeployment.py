@@ -27,6 +27,7 @@ from ..reconcile.status import fresher_status, status_patch
 from .events import announce, reference
 from .metrics import counted, observe_deployment
 from .retries import outlasting_restarts
+from .views import entries
 
 RETRY_DELAY = 30  # seconds; a new ModelVersion also triggers a reconcile at once
 TICK_SECONDS = 0.5  # how often a rollout under way is looked at (bounds how late a measurement is)
@@ -168,7 +169,7 @@ def reconcile_deployment(
                 plan = _plan(memo, namespace, name, spec, record, known, indexes, versions)
                 writes = full or traffic_of(ModelDeploymentStatus.model_validate(known)) != plan.traffic
         if writes:
-            isvcs = {i["metadata"]["name"]: i for i in indexes["inference_services"].get((namespace, name), [])}
+            isvcs = {i["metadata"]["name"]: i for i in entries(indexes["inference_services"], (namespace, name))}
             has_route = bool(indexes["http_routes"].get((namespace, name)))
             _apply_children(memo, record.owner, namespace, plan, isvcs, has_route)
         changes = status_patch(known, plan.status)
@@ -196,7 +197,7 @@ def _plan(
     current = ModelDeploymentStatus.model_validate(known)
     if versions is None:
         versions = list(indexes["model_versions"].get((namespace, spec.model), []))
-    isvcs = {i["metadata"]["name"]: i for i in indexes["inference_services"].get((namespace, name), [])}
+    isvcs = {i["metadata"]["name"]: i for i in entries(indexes["inference_services"], (namespace, name))}
     route = next(iter(indexes["http_routes"].get((namespace, name), [])), None)
     now = datetime.now(UTC)
     analysis = None

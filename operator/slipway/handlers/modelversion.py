@@ -14,6 +14,7 @@ from ..reconcile.status import status_patch
 from ..reconcile.versions import gates_passed, primary_metric
 from .modeldeployment import reconcile_deployment
 from .retries import outlasting_restarts
+from .views import entries
 
 
 @kopf.index(*MODEL_VERSIONS.ref)
@@ -58,5 +59,5 @@ def roll_out(type: str, namespace: str | None, spec: kopf.Spec, memo: kopf.Memo,
     if type is None:
         return  # the initial listing: the deployments' own resume handlers reconcile them
     model = spec.get("model")
-    for name in kwargs["deployments_by_model"].get((namespace, model), []):
+    for name in entries(kwargs["deployments_by_model"], (namespace, model)):
         reconcile_deployment(memo, namespace or "", name, kwargs, full=True)

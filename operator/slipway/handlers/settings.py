@@ -22,6 +22,7 @@ PEERING_LIFETIME_S = 20
 PREFIX = "slipway.dev"
 HANDLER_THREADS = 32
 HANDLER_BACKOFF_S = 10
+CONSISTENCY_TIMEOUT_S = 60
 
 
 @kopf.on.startup()
@@ -50,6 +51,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
     # A failed handler (the API server away longer than a call waits) is retried after 10 s, not
     # Kopf's 60: an outage of seconds should delay the work by seconds.
     settings.execution.default_backoff = HANDLER_BACKOFF_S
+    # After Kopf patches an object it skips that object's older events until its watch shows the
+    # patch, for at most this long, then acts on the stale body: at 2,000 parents the watches lag
+    # tens of seconds, and with Kopf's 5 s one in three TrainingRuns had its create handler run
+    # again (bench/operator_scale.py). Waiting costs nothing but that object's turn.
+    settings.persistence.consistency_timeout = CONSISTENCY_TIMEOUT_S
     # Bounded watch calls, so a silently dropped connection is noticed within minutes.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

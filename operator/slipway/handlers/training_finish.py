@@ -27,6 +27,7 @@ from ..reconcile.registry import model_version_name, serving_baseline
 from ..reconcile.training import judge, logs_hint
 from ..reconcile.trainingrun import Outcome
 from ..storage import read_model
+from .views import entries
 
 
 def finish(
@@ -171,8 +172,8 @@ def _register(
 
 def served_version(indexes: dict[str, Any], namespace: str, model: str) -> int | None:
     """The stable version the model's deployment serves (the first deployment, if several)."""
-    for name in indexes["deployments_by_model"].get((namespace, model), []):
-        for record in indexes["deployments"].get((namespace, name), []):
+    for name in entries(indexes["deployments_by_model"], (namespace, model)):
+        for record in entries(indexes["deployments"], (namespace, name)):
             stable = (record.status or {}).get("stableVersion")
             if stable is not None:
                 return int(stable)

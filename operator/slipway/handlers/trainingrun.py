@@ -21,6 +21,7 @@ from .events import announce, reference
 from .metrics import counted, observe_training_run
 from .retries import outlasting_restarts
 from .training_finish import finish, served_version
+from .views import entries
 
 
 @kopf.index(*TRAINING_RUNS.ref)
@@ -81,7 +82,7 @@ def pin_serving_model(
     pinned = TrainingRunStatus.model_validate(known).serving_model
     if pinned is not None or known.get("rayJob"):
         return known, pinned
-    versions = indexes["model_versions"].get((namespace, run.model), [])
+    versions = entries(indexes["model_versions"], (namespace, run.model))
     found = serving_model(served_version(indexes, namespace, run.model), versions)
     if found is None:
         return known, None
