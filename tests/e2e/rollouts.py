@@ -71,11 +71,17 @@ def md_status(api: client.CustomObjectsApi) -> dict[str, Any]:
 def until(api: client.CustomObjectsApi, what: str, timeout: float = ROLLOUT_TIMEOUT, **fields: Any) -> dict[str, Any]:
     """Polls the churn ModelDeployment's status until every field has the given value."""
 
+    seen: dict[str, Any] = {}
+
     def probe() -> dict[str, Any] | None:
-        status = md_status(api)
+        seen["status"] = status = md_status(api)
         return status if all(status.get(k) == v for k, v in fields.items()) else None
 
-    return wait_for(probe, timeout=timeout, interval=0.5, what=what)
+    try:
+        return wait_for(probe, timeout=timeout, interval=0.5, what=what)
+    except AssertionError as error:  # say where it stopped, not only that it did
+        status = {k: v for k, v in seen.get("status", {}).items() if k not in ("conditions", "stablePredictor")}
+        raise AssertionError(f"{error}; the deployment's status: {status}") from None
 
 
 def register(api: client.CustomObjectsApi, number: int, run: Path) -> None:
