@@ -46,9 +46,10 @@ class Answers(http.server.BaseHTTPRequestHandler):
 
 
 @contextmanager
-def server(port: int, after: float = 0.0) -> Iterator[None]:
-    """Starts listening on `port` `after` seconds from now (a restarting API server)."""
-    Answers.seen = []
+def server(port: int, after: float = 0.0, drop: bool = False) -> Iterator[None]:
+    """Listens on `port` `after` seconds from now (a restarting API server; with no delay, it
+    listens before the block runs); `drop`: every request is cut off unanswered."""
+    Answers.seen, Answers.drop = [], drop
     started = threading.Event()
     holder: list[http.server.HTTPServer] = []
 
@@ -59,12 +60,15 @@ def server(port: int, after: float = 0.0) -> Iterator[None]:
         holder[0].serve_forever(poll_interval=0.05)
 
     threading.Thread(target=run, daemon=True).start()
+    if not after:
+        started.wait(10)
     try:
         yield
     finally:
         started.wait(10)
         holder[0].shutdown()
         holder[0].server_close()
+        Answers.drop = False
 
 
 def kube(port: int) -> Kube:
@@ -85,26 +89,15 @@ def test_a_write_waits_for_the_server_to_come_back() -> None:
 
 def test_a_write_whose_answer_was_lost_is_not_sent_again() -> None:
     port = free_port()
-    Answers.drop = True
-    try:
-        with server(port):
-            time.sleep(0.2)
-            body = {"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelVersion", "metadata": {"name": "x"}}
-            with pytest.raises(Exception):  # noqa: B017 - urllib3's ProtocolError, whatever wraps it
-                kube(port).create(MODEL_VERSIONS, {**body, "metadata": {"name": "x", "namespace": "ns"}})
-        assert Answers.seen == ["POST"]  # it may have been applied: never repeated
-    finally:
-        Answers.drop = False
+    with server(port, drop=True):
+        body = {"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelVersion", "metadata": {"name": "x"}}
+        with pytest.raises(Exception):  # noqa: B017 - urllib3's ProtocolError, whatever wraps it
+            kube(port).create(MODEL_VERSIONS, {**body, "metadata": {"name": "x", "namespace": "ns"}})
+    assert Answers.seen == ["POST"]  # it may have been applied: never repeated
 
 
 def test_a_read_whose_answer_was_lost_is_asked_again() -> None:
     port = free_port()
-    Answers.drop = True
-    try:
-        with server(port):
-            time.sleep(0.2)
-            with pytest.raises(Exception):  # noqa: B017 - dropped every time: fails after its retries
-                kube(port).list_objects(MODEL_VERSIONS, "ns")
-        assert Answers.seen == ["GET"] * 3  # the first try and two more
-    finally:
-        Answers.drop = False
+    with server(port, drop=True), pytest.raises(Exception):  # noqa: B017 - dropped every time: fails after its retries
+        kube(port).list_objects(MODEL_VERSIONS, "ns")
+    assert Answers.seen == ["GET"] * 3  # the first try and two more

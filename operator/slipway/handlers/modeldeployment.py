@@ -8,7 +8,7 @@ deadlines), so every path computes the same answer, under a per-deployment lock.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -190,13 +190,13 @@ def _plan(
     record: DeploymentRecord,
     known: dict[str, Any],
     indexes: dict[str, Any],
-    versions: list[ModelVersionSpec] | None = None,
+    versions: Sequence[ModelVersionSpec] | None = None,
 ) -> Plan:
     """Measure when due, and run the engine on the children as the indexes show them (and on the
     registry's `versions`, when they were read)."""
     current = ModelDeploymentStatus.model_validate(known)
     if versions is None:
-        versions = list(indexes["model_versions"].get((namespace, spec.model), []))
+        versions = entries(indexes["model_versions"], (namespace, spec.model))
     isvcs = {i["metadata"]["name"]: i for i in entries(indexes["inference_services"], (namespace, name))}
     route = next(iter(indexes["http_routes"].get((namespace, name), [])), None)
     now = datetime.now(UTC)

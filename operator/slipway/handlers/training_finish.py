@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import kopf
@@ -50,7 +51,7 @@ def finish(
     manifest = read.value if read else None
     job = lifted.ray_job
     logs = logs_hint(namespace, job.name, job.job_id) if job else ""
-    versions: list[ModelVersionSpec] = list(indexes["model_versions"].get((namespace, run.model), []))
+    versions = entries(indexes["model_versions"], (namespace, run.model))
     stable = served_version(indexes, namespace, run.model)
     serving = serving_baseline(stable, versions, run.evaluation.metric, manifest.serving if manifest else None)
     verdict = evaluate_gate(run.evaluation, manifest.metrics, serving) if manifest else None
@@ -143,7 +144,7 @@ def _register(
     artifacts: str,
     manifest: Manifest,
     verdict: GateVerdict,
-    versions: list[ModelVersionSpec],
+    versions: Sequence[ModelVersionSpec],
 ) -> int:
     """Creates this run's ModelVersion exactly once.
 

@@ -24,6 +24,7 @@ from ..reconcile.trainingschedule import DriftReading, Observations, RunView, de
 from .events import announce, reference
 from .metrics import counted
 from .retries import outlasting_restarts
+from .views import entries
 
 TICK_SECONDS = 10.0
 
@@ -68,7 +69,7 @@ def reconcile_schedule(
             drift = DriftReading(value, problem if value is None else "")
         observations = Observations(
             created=parse_time(meta["creationTimestamp"]),
-            runs=tuple(indexes["scheduled_runs"].get((namespace, name), [])),
+            runs=entries(indexes["scheduled_runs"], (namespace, name)),
             drift=drift,
             manual_request=annotations.get(RETRAIN_ANNOTATION, ""),
             generation=meta.get("generation"),
