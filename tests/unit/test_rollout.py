@@ -44,6 +44,8 @@ from slipway.reconcile.rollout import (
     analysis_of,
     commands_from,
     needs_ticks,
+    only_deadline_timed,
+    progress_deadline,
     rfc3339,
     traffic_of,
 )
@@ -152,6 +154,8 @@ class World:
     events: list[Event] = field(default_factory=list)
     phases: list[str] = field(default_factory=list)  # phase changes, in order
     decisions: int = 0
+    observed: Observation | None = None  # the last tick's observation
+    quiet_waits: int = 0  # ticks that only waited for a candidate, with nothing new observed
 
     @property
     def st(self) -> ModelDeploymentStatus:
@@ -177,6 +181,14 @@ class World:
         before = dump(self.status)
         decision = advance(self.spec, self.generation, self.status, observation, self.now)
         assert dump(self.status) == before, "advance must not change the status it was given"
+        if (
+            only_deadline_timed(self.status)
+            and observation == self.observed
+            and self.now < progress_deadline(self.spec, self.status, self.now)
+        ):  # the operator then looks only every few seconds, and only at the deadline (watch_deadline)
+            assert dump(decision.status) == before and decision.traffic == self.traffic, "time alone moved it"
+            self.quiet_waits += 1
+        self.observed = observation
         twin = advance(self.spec, self.generation, self.restored, observation, self.now)
         assert dump(twin.status) == dump(decision.status), "a restart changed the outcome"
         assert (twin.traffic, twin.events) == (decision.traffic, decision.events)
@@ -287,6 +299,7 @@ def test_first_version_deploys_directly_and_is_stable_only_once_ready_and_routed
     world.wait(60)
     assert world.st.phase == "Progressing" and world.st.reason == reasons.WAITING_FOR_CANDIDATE
     assert "container starting" in world.st.message
+    assert world.quiet_waits >= 58  # time alone changed nothing while it waited (World.tick checks)
     ready = condition(world.st.conditions, "Ready")
     assert ready is not None and ready.status == "False"
     world.ready.add(1)  # ready, but the gateway has not applied the route
@@ -1586,3 +1599,35 @@ def test_a_measurement_that_arrives_while_the_weight_is_not_in_effect_is_not_rec
 def test_rfc3339_round_trips_whole_seconds() -> None:
     moment = datetime(2026, 1, 2, 3, 4, 5, 678, tzinfo=UTC)
     assert rfc3339(moment) == "2026-01-02T03:04:05Z"
+
+
+@pytest.mark.parametrize(
+    ("fields", "only_deadline"),
+    [
+        ({"phase": "Progressing", "reason": reasons.WAITING_FOR_CANDIDATE, "candidateVersion": 2}, True),
+        ({"phase": "Paused", "reason": reasons.WAITING_FOR_CANDIDATE, "candidateVersion": 2}, True),
+        # an old version still waits for its scale-down: time matters for that too
+        (
+            {
+                "phase": "Progressing",
+                "reason": reasons.WAITING_FOR_CANDIDATE,
+                "candidateVersion": 3,
+                "previousVersion": 1,
+            },
+            False,
+        ),
+        ({"phase": "Progressing", "reason": reasons.ROLLING_OUT, "candidateVersion": 2}, False),
+        ({"phase": "Paused", "reason": reasons.PAUSED, "candidateVersion": 2}, False),
+        ({"phase": "RollingBack", "stableVersion": 1}, False),
+        ({"phase": "Stable", "stableVersion": 1}, False),
+    ],
+)
+def test_only_deadline_timed(fields: dict[str, Any], only_deadline: bool) -> None:
+    assert only_deadline_timed(status(**fields)) is only_deadline
+
+
+def test_progress_deadline_counts_from_the_rollout_start() -> None:
+    spec = canary(deadline="90s")
+    started = status(rolloutStartedAt=rfc3339(T0))
+    assert progress_deadline(spec, started, T0 + timedelta(hours=1)) == T0 + timedelta(seconds=90)
+    assert progress_deadline(spec, status(), T0) == T0 + timedelta(seconds=90)  # starting now

@@ -143,6 +143,22 @@ def needs_ticks(status: ModelDeploymentStatus) -> bool:
     return status.phase in ACTIVE_PHASES or status.previous_version is not None
 
 
+def only_deadline_timed(status: ModelDeploymentStatus) -> bool:
+    """Whether the progress deadline is the one thing time can change: the candidate is not ready
+    (its readiness comes as an event) and no old version waits for its scale-down."""
+    return (
+        status.phase in ("Progressing", "Paused")
+        and status.reason == reasons.WAITING_FOR_CANDIDATE
+        and status.previous_version is None
+    )
+
+
+def progress_deadline(spec: ModelDeploymentSpec, status: ModelDeploymentStatus, now: datetime) -> datetime:
+    """When a candidate that is still not ready is given up (counted from the rollout's start)."""
+    started = parse_time(status.rollout_started_at) if status.rollout_started_at else now
+    return started + timedelta(seconds=seconds(spec.strategy.progress_deadline))
+
+
 def _awaiting_promotion(status: ModelDeploymentStatus) -> bool:
     return status.phase == "Paused" and status.reason == reasons.AWAITING_PROMOTION
 
@@ -312,10 +328,7 @@ class _Tick:
 
     def wait_for_ready(self, candidate: int, detail: str) -> None:
         st = self.st
-        deadline = parse_time(st.rollout_started_at or self.stamp) + timedelta(
-            seconds=seconds(self.spec.strategy.progress_deadline)
-        )
-        if self.now >= deadline:
+        if self.now >= progress_deadline(self.spec, st, self.now):
             why = f"version {candidate} did not become ready within {self.spec.strategy.progress_deadline}"
             self.rollback(reasons.PROGRESS_DEADLINE_EXCEEDED, f"{why}: {detail}")
             return
