@@ -255,3 +255,28 @@ def test_cluster_role_is_exactly_what_the_operator_calls(audited: Cluster, tmp_p
         f"granted but never used (remove from helm/slipway/templates/clusterrole.yaml): {sorted(rules - used)}\n"
         f"used but not granted: {sorted(used - rules)}"
     )
+
+
+def test_a_new_deployment_costs_one_status_write_and_no_read(audited: Cluster) -> None:
+    """The operator's calls for a new deployment, from the audit log (bench/operator_scale.py
+    measures what they cost at scale): its status is written once, already describing the
+    InferenceService just applied, so that child's first events find nothing to change; and a
+    replica that never stood by for a peer writes from its watches without reading the
+    deployment first."""
+    cluster = audited
+    namespace = new_namespace(cluster, "rbac-calls")
+    cluster.start_operator()
+    cluster.apply(namespace, MV, MD)  # no KServe here: the InferenceService never reports ready
+    wait_for(
+        lambda: "has not reported readiness yet" in deployment_status(cluster, namespace).get("message", ""),
+        what="the deployment waiting for its InferenceService",
+    )
+    assert cluster.plane.audit_log is not None
+    mine = [e for e in audit_events(cluster.plane.audit_log) if e["objectRef"].get("namespace") == namespace]
+    assert cluster.operator is not None
+    cluster.operator.stop()
+    deployment = [e for e in mine if e["objectRef"]["resource"] == "modeldeployments"]
+    status_writes = [e for e in deployment if e["objectRef"].get("subresource") == "status" and e["verb"] == "patch"]
+    reads = [e for e in deployment if e["verb"] in ("get", "list")]
+    assert len(status_writes) == 1, [e["requestURI"] for e in status_writes]
+    assert reads == [], [e["requestURI"] for e in reads]

@@ -8,7 +8,9 @@ deadlines), so every path computes the same answer, under a per-deployment lock.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import copy
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -22,7 +24,17 @@ from ..prometheus import measure
 from ..reconcile import reasons
 from ..reconcile.analysis import QueryContext
 from ..reconcile.modeldeployment import Observed, Plan, plan_deployment
-from ..reconcile.rollout import Commands, analysis_due, analysis_of, commands_from, needs_ticks, rfc3339, traffic_of
+from ..reconcile.rollout import (
+    Commands,
+    analysis_due,
+    analysis_of,
+    commands_from,
+    needs_ticks,
+    only_deadline_timed,
+    progress_deadline,
+    rfc3339,
+    traffic_of,
+)
 from ..reconcile.status import fresher_status, status_patch
 from .events import announce, reference
 from .metrics import counted, observe_deployment
@@ -34,6 +46,9 @@ TICK_SECONDS = 0.5  # how often a rollout under way is looked at (bounds how lat
 # A tick that failed (the API server down longer than a call waits) is tried again this soon, not
 # after Kopf's default backoff: a rollout's deadlines and measurements are the ticks' to keep.
 TICK_BACKOFF_SECONDS = 2.0
+# While a candidate is not ready, time matters only for its progress deadline (minutes, usually):
+# looked at this often, in the event loop, a deadline is acted on at most this late.
+DEADLINE_TICK_SECONDS = 5.0
 
 
 class DeploymentRecord(NamedTuple):
@@ -143,9 +158,10 @@ def reconcile_deployment(
         # now, and the rollout planned again from it when it moved on meanwhile (and from the
         # registry as it is now, below, when a rollout is about to start).
         view_at = record.resource_version if known is record.status else memo.written_at.get(uid)
-        plan = _plan(memo, namespace, name, spec, record, known, indexes)
+        planner = _planner(memo, namespace, name, spec, record, known, indexes)
+        plan = planner(_observed(indexes, namespace, name))
         writes = full or traffic_of(ModelDeploymentStatus.model_validate(known)) != plan.traffic
-        if writes or status_patch(known, plan.status):
+        if (writes or status_patch(known, plan.status)) and _stood_by(memo):
             live = next(iter(memo.kube.list_objects(MODEL_DEPLOYMENTS, namespace, f"metadata.name={name}")), None)
             if live is None or live["metadata"]["uid"] != uid:
                 return None  # deleted meanwhile
@@ -166,12 +182,23 @@ def reconcile_deployment(
             ):
                 registry = memo.kube.list_objects(MODEL_VERSIONS, namespace)
                 versions = [ModelVersionSpec.model_validate(v["spec"]) for v in registry]
-                plan = _plan(memo, namespace, name, spec, record, known, indexes, versions)
+                planner = _planner(memo, namespace, name, spec, record, known, indexes, versions)
+                plan = planner(_observed(indexes, namespace, name))
                 writes = full or traffic_of(ModelDeploymentStatus.model_validate(known)) != plan.traffic
         if writes:
-            isvcs = {i["metadata"]["name"]: i for i in entries(indexes["inference_services"], (namespace, name))}
-            has_route = bool(indexes["http_routes"].get((namespace, name)))
-            _apply_children(memo, record.owner, namespace, plan, isvcs, has_route)
+            after = _apply_children(memo, record.owner, namespace, plan, _observed(indexes, namespace, name))
+            # The status is written for the children as they are now (a new InferenceService:
+            # "has not reported readiness yet", not "does not exist yet"), so their first events
+            # find nothing to change: one status write where there were two. Only when the engine
+            # would not act differently on what the writes returned.
+            settled = planner(after)
+            if (settled.traffic, settled.keep, settled.keep_route, settled.children) == (
+                plan.traffic,
+                plan.keep,
+                plan.keep_route,
+                plan.children,
+            ):
+                plan = settled
         changes = status_patch(known, plan.status)
         if changes:
             memo.written_at[uid] = memo.kube.patch_status(MODEL_DEPLOYMENTS, namespace, name, changes)
@@ -182,7 +209,19 @@ def reconcile_deployment(
         return plan
 
 
-def _plan(
+def _stood_by(memo: kopf.Memo) -> bool:
+    """Whether this replica may have stood by for another (kube/peers.py): then what its indexes
+    and memo.written show can be as old as the pause, and a write must first read live."""
+    return memo.peers is not None and memo.peers.shared.is_set()
+
+
+def _observed(indexes: dict[str, Any], namespace: str, name: str) -> Observed:
+    """The deployment's children as the indexes show them."""
+    isvcs = {i["metadata"]["name"]: i for i in entries(indexes["inference_services"], (namespace, name))}
+    return Observed(isvcs, next(iter(indexes["http_routes"].get((namespace, name), [])), None))
+
+
+def _planner(
     memo: kopf.Memo,
     namespace: str,
     name: str,
@@ -191,14 +230,12 @@ def _plan(
     known: dict[str, Any],
     indexes: dict[str, Any],
     versions: Sequence[ModelVersionSpec] | None = None,
-) -> Plan:
-    """Measure when due, and run the engine on the children as the indexes show them (and on the
-    registry's `versions`, when they were read)."""
+) -> Callable[[Observed], Plan]:
+    """Measures when due (once), and returns the engine bound to everything but the children:
+    it runs on the registry's `versions` when they were read, else on the index's."""
     current = ModelDeploymentStatus.model_validate(known)
     if versions is None:
         versions = entries(indexes["model_versions"], (namespace, spec.model))
-    isvcs = {i["metadata"]["name"]: i for i in entries(indexes["inference_services"], (namespace, name))}
-    route = next(iter(indexes["http_routes"].get((namespace, name), [])), None)
     now = datetime.now(UTC)
     analysis = None
     if analysis_due(spec, current, now):
@@ -209,32 +246,42 @@ def _plan(
         )
         assert spec.prometheus is not None  # filled in with the operator's default
         analysis = measure(spec.prometheus.url, settings.metrics, context, rfc3339(now))
-    return plan_deployment(
-        name,
-        namespace,
-        spec,
-        current,
-        versions,
-        Observed(isvcs, route),
-        record.generation,
-        now,
-        memo.routing,
-        analysis,
-        record.commands,
-    )
+
+    def plan(observed: Observed) -> Plan:
+        return plan_deployment(
+            name,
+            namespace,
+            spec,
+            current,
+            versions,
+            observed,
+            record.generation,
+            now,
+            memo.routing,
+            analysis,
+            record.commands,
+        )
+
+    return plan
 
 
-def _apply_children(
-    memo: kopf.Memo, owner: kopf.Body, namespace: str, plan: Plan, isvcs: dict[str, Any], has_route: bool
-) -> None:
+def _apply_children(memo: kopf.Memo, owner: kopf.Body, namespace: str, plan: Plan, before: Observed) -> Observed:
+    """Applies the plan's children; returns them as the writes left them."""
+    isvcs = {name: isvc for name, isvc in before.isvcs.items() if name in plan.keep}
+    route = before.route if plan.keep_route else None
     # InferenceServices first, the route last: a backend exists before traffic is sent to it.
     for child in plan.children:
+        child = copy.deepcopy(child)  # the plan stays as planned (compared after the writes)
         kopf.adopt(child, owner=owner)
-        memo.kube.apply(HTTP_ROUTES if child["kind"] == HTTP_ROUTES.kind else INFERENCE_SERVICES, child)
-    for stale in sorted(set(isvcs) - plan.keep):
+        if child["kind"] == HTTP_ROUTES.kind:
+            route = memo.kube.apply(HTTP_ROUTES, child)
+        else:
+            isvcs[child["metadata"]["name"]] = memo.kube.apply(INFERENCE_SERVICES, child)
+    for stale in sorted(set(before.isvcs) - plan.keep):
         memo.kube.delete(INFERENCE_SERVICES, namespace, stale)
-    if has_route and not plan.keep_route:
+    if before.route is not None and not plan.keep_route:
         memo.kube.delete(HTTP_ROUTES, namespace, owner["metadata"]["name"])
+    return Observed(isvcs, route)
 
 
 @kopf.on.resume(*MODEL_DEPLOYMENTS.ref)
@@ -246,17 +293,40 @@ def reconcile(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) 
         raise kopf.TemporaryError(plan.status.message, delay=RETRY_DELAY)
 
 
-def _rollout_under_way(status: kopf.Status, **_: Any) -> bool:
-    return needs_ticks(ModelDeploymentStatus.model_validate(dict(status)))
+def _steps_under_way(status: kopf.Status, **_: Any) -> bool:
+    current = ModelDeploymentStatus.model_validate(dict(status))
+    return needs_ticks(current) and not only_deadline_timed(current)
 
 
-@kopf.timer(*MODEL_DEPLOYMENTS.ref, interval=TICK_SECONDS, backoff=TICK_BACKOFF_SECONDS, when=_rollout_under_way)
+def _waiting_for_candidate(status: kopf.Status, **_: Any) -> bool:
+    current = ModelDeploymentStatus.model_validate(dict(status))
+    return needs_ticks(current) and only_deadline_timed(current)
+
+
+@kopf.timer(*MODEL_DEPLOYMENTS.ref, interval=TICK_SECONDS, backoff=TICK_BACKOFF_SECONDS, when=_steps_under_way)
 def tick(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     """Time moves a rollout too: pauses end, measurements fall due, deadlines pass.
 
     Children are applied only when the traffic changed: an idle tick makes no API calls.
     """
     reconcile_deployment(memo, namespace or "", name, kwargs, full=False)
+
+
+@kopf.timer(*MODEL_DEPLOYMENTS.ref, interval=DEADLINE_TICK_SECONDS, when=_waiting_for_candidate)
+async def watch_deadline(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A candidate that is not ready yet: its readiness comes as an event, and only its progress
+    deadline is up to time. Checked in the event loop, so the waiting deployments of a large
+    fleet cost no thread and no reconcile until the deadline passes."""
+    record: DeploymentRecord | None = next(iter(kwargs["deployments"].get((namespace, name), [])), None)
+    if record is None:
+        return
+    try:
+        spec = memo.defaults.deployment(ModelDeploymentSpec.model_validate(record.spec))
+    except MissingField:
+        return  # refused by the reconcile its event brought
+    now = datetime.now(UTC)
+    if now >= progress_deadline(spec, ModelDeploymentStatus.model_validate(record.status), now):
+        await asyncio.to_thread(reconcile_deployment, memo, namespace or "", name, kwargs, False)
 
 
 @kopf.on.event(*INFERENCE_SERVICES.ref, labels={DEPLOYMENT_LABEL: kopf.PRESENT})

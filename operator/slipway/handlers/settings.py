@@ -16,6 +16,7 @@ from kubernetes.client.exceptions import ApiException
 from ..api.defaults import OperatorDefaults
 from ..builders.httproute import Routing
 from ..kube import Kube
+from ..kube.peers import Peers
 
 PEERING_NAME = "slipway"
 PEERING_LIFETIME_S = 20
@@ -75,8 +76,12 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
     memo.locks = defaultdict(threading.Lock)
     memo.written = {}  # uid -> the status we last wrote
     memo.written_at = {}  # uid -> the resourceVersion that write returned (reconcile.status.fresher_status)
+    # Whether a deployment must be read live before it is written (handlers/modeldeployment.py).
+    memo.peers = None
     if settings.peering.mandatory:
         _ensure_peering(memo.kube, logger)
+        memo.peers = Peers(memo.kube, PEERING_NAME, settings.peering.priority)
+        memo.peers.start()
 
 
 def _ensure_peering(kube: Kube, logger: kopf.Logger) -> None:
