@@ -73,20 +73,24 @@ class OperatorProcess:
     """`slipway operator` as a child process, exactly as it runs in a pod."""
 
     def __init__(
-        self, kubeconfig: Path, log_path: Path, env: dict[str, str] | None = None, args: list[str] | None = None
+        self,
+        kubeconfig: Path,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+        argv: list[str] | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.env = env or {}
-        self.args = args or []
+        # `argv` runs another operator in its place (the benchmark's bare Kopf yardstick).
+        self.argv = argv or [sys.executable, "-m", "slipway", "operator", *(args or [])]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.env}
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "slipway", "operator", *self.args], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
+        self.proc = subprocess.Popen(self.argv, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, as when a node dies."""

@@ -1,0 +1,96 @@
+"""The Kopf floor: the least any Kopf operator can do for the bench's parents.
+
+A Kopf operator with Slipway's own Kopf settings (the same startup hook: peering, annotation
+storage, 32 handler threads, the same API client) whose handlers make exactly the baseline's
+calls and nothing else: apply the child built by the same pure builders, and hand the status to
+Kopf, which sends it with its own diff-base annotation. No locks, indexes, live reads, events or
+rollout engine. Whatever this misses by, no Slipway handler on Kopf can do better: it is the
+bench's yardstick for what Kopf itself costs on this machine (`operator_scale.py --floor`).
+
+`SLIPWAY_FLOOR_HANDLERS=event` runs level-based handlers instead (`on.event`, no diff-base: the
+child and status are written when the status lacks them), one of the steps bench/README.md lists.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import kopf
+import yaml
+
+from slipway.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
+from slipway.api.modelversion import ModelVersionSpec
+from slipway.api.resources import HTTP_ROUTES, INFERENCE_SERVICES, MODEL_DEPLOYMENTS, RAY_JOBS, TRAINING_RUNS
+from slipway.api.trainingrun import TrainingRunSpec, TrainingRunStatus
+from slipway.builders.httproute import Routing
+from slipway.builders.rayjob import build_rayjob
+from slipway.handlers import settings
+from slipway.reconcile.conditions import now_rfc3339
+from slipway.reconcile.modeldeployment import Observed, plan_deployment
+from slipway.reconcile.status import status_patch
+from slipway.reconcile.trainingrun import training_status
+
+FLOOR = kopf.OperatorRegistry()  # only these handlers: importing slipway.handlers filled the default one
+kopf.on.login(registry=FLOOR)(kopf.login_via_client)  # as the default registry has it
+kopf.on.startup(registry=FLOOR)(settings.configure)
+CONTRACT = yaml.safe_load_all((Path(__file__).parents[1] / "tests/manifests/contract.yaml").read_text())
+VERSION = ModelVersionSpec.model_validate([d for d in CONTRACT if d][1]["spec"])
+LEVEL_BASED = os.environ.get("SLIPWAY_FLOOR_HANDLERS") == "event"
+
+
+def run_child(name: str, namespace: str, spec: Any, body: kopf.Body, memo: kopf.Memo) -> dict[str, Any]:
+    rayjob = build_rayjob(name, namespace, TrainingRunSpec.model_validate(dict(spec)), 0)
+    kopf.adopt(rayjob, owner=body)
+    observed = memo.kube.apply(RAY_JOBS, rayjob)
+    status = training_status(TrainingRunStatus(), rayjob["metadata"]["name"], observed.get("status"), 1, now_rfc3339())
+    return status_patch({}, status)
+
+
+def deployment_children(name: str, namespace: str, spec: Any, body: kopf.Body, memo: kopf.Memo) -> dict[str, Any]:
+    parsed = ModelDeploymentSpec.model_validate(dict(spec))
+    now = datetime.now(UTC)
+    plan = plan_deployment(name, namespace, parsed, ModelDeploymentStatus(), [VERSION], Observed({}), 1, now, Routing())
+    for child in plan.children:
+        kopf.adopt(child, owner=body)
+        memo.kube.apply(HTTP_ROUTES if child["kind"] == HTTP_ROUTES.kind else INFERENCE_SERVICES, child)
+    return status_patch({}, plan.status)
+
+
+if LEVEL_BASED:
+
+    @kopf.on.event(*TRAINING_RUNS.ref, registry=FLOOR)
+    def run_seen(name: str, namespace: str, spec: Any, status: Any, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        if not status.get("rayJob"):
+            memo.kube.patch_status(TRAINING_RUNS, namespace, name, run_child(name, namespace, spec, body, memo))
+
+    @kopf.on.event(*MODEL_DEPLOYMENTS.ref, registry=FLOOR)
+    def deployment_seen(
+        name: str, namespace: str, spec: Any, status: Any, body: kopf.Body, memo: kopf.Memo, **_: Any
+    ) -> None:
+        if not status.get("phase"):
+            changes = deployment_children(name, namespace, spec, body, memo)
+            memo.kube.patch_status(MODEL_DEPLOYMENTS, namespace, name, changes)
+
+else:
+
+    @kopf.on.create(*TRAINING_RUNS.ref, registry=FLOOR)
+    def run_created(
+        name: str, namespace: str, spec: Any, body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any
+    ) -> None:
+        patch.status.update(run_child(name, namespace, spec, body, memo))
+
+    @kopf.on.create(*MODEL_DEPLOYMENTS.ref, registry=FLOOR)
+    def deployment_created(
+        name: str, namespace: str, spec: Any, body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any
+    ) -> None:
+        patch.status.update(deployment_children(name, namespace, spec, body, memo))
+
+
+if __name__ == "__main__":
+    kopf.configure(debug=False)  # as `slipway operator` runs it
+    logging.getLogger().setLevel("INFO")
+    kopf.run(registry=FLOOR, clusterwide=True)
