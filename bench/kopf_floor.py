@@ -7,8 +7,11 @@ Kopf, which sends it with its own diff-base annotation. No locks, indexes, live 
 rollout engine. Whatever this misses by, no Slipway handler on Kopf can do better: it is the
 bench's yardstick for what Kopf itself costs on this machine (`operator_scale.py --floor`).
 
-`SLIPWAY_FLOOR_HANDLERS=event` runs level-based handlers instead (`on.event`, no diff-base: the
-child and status are written when the status lacks them), one of the steps bench/README.md lists.
+Steps bench/README.md lists, tried here first (where they cost least to try):
+- `SLIPWAY_FLOOR_HANDLERS=event`: level-based handlers (`on.event`, no diff-base: the child and
+  status are written when the status lacks them);
+- `SLIPWAY_FLOOR_WORKER_LIMIT=N` and `SLIPWAY_FLOOR_BATCH_WINDOW=S`: Kopf's per-object workers
+  bounded, with its batch window (0.1 s by default) shortened.
 """
 
 from __future__ import annotations
@@ -37,6 +40,16 @@ from slipway.reconcile.trainingrun import training_status
 FLOOR = kopf.OperatorRegistry()  # only these handlers: importing slipway.handlers filled the default one
 kopf.on.login(registry=FLOOR)(kopf.login_via_client)  # as the default registry has it
 kopf.on.startup(registry=FLOOR)(settings.configure)
+
+
+@kopf.on.startup(registry=FLOOR)
+def variant(settings: kopf.OperatorSettings, **_: Any) -> None:
+    if limit := os.environ.get("SLIPWAY_FLOOR_WORKER_LIMIT"):
+        settings.batching.worker_limit = int(limit)
+    if window := os.environ.get("SLIPWAY_FLOOR_BATCH_WINDOW"):
+        settings.batching.batch_window = float(window)
+
+
 CONTRACT = yaml.safe_load_all((Path(__file__).parents[1] / "tests/manifests/contract.yaml").read_text())
 VERSION = ModelVersionSpec.model_validate([d for d in CONTRACT if d][1]["spec"])
 LEVEL_BASED = os.environ.get("SLIPWAY_FLOOR_HANDLERS") == "event"

@@ -133,7 +133,7 @@ def lift_rayjob_status(
 
 
 @kopf.on.event(*TRAINING_RUNS.ref)
-def count_by_phase(type: str, namespace: str | None, name: str, status: kopf.Status, **_: Any) -> None:
-    """Feeds the slipway_training_runs gauge."""
+async def count_by_phase(type: str, namespace: str | None, name: str, status: kopf.Status, **_: Any) -> None:
+    """Feeds the slipway_training_runs gauge (async: a dict update needs no handler thread)."""
     gone = type == "DELETED"
     observe_training_run(namespace or "", name, None if gone else str(status.get("phase", "Pending")))
