@@ -10,14 +10,18 @@ bench's yardstick for what Kopf itself costs on this machine (`operator_scale.py
 Steps bench/README.md lists, tried here first (where they cost least to try):
 - `SLIPWAY_FLOOR_HANDLERS=event`: level-based handlers (`on.event`, no diff-base: the child and
   status are written when the status lacks them);
-- `SLIPWAY_FLOOR_WORKER_LIMIT=N` and `SLIPWAY_FLOOR_BATCH_WINDOW=S`: Kopf's per-object workers
-  bounded, with its batch window (0.1 s by default) shortened.
+- `SLIPWAY_FLOOR_HANDLERS=async`: async create handlers on an asyncio client (bench/kubeapi.py),
+  so every object's handler can be in flight at once instead of 32 threads' worth;
+- `SLIPWAY_FLOOR_WORKER_LIMIT=N` and `SLIPWAY_FLOOR_IDLE_TIMEOUT=S`: Kopf's per-object workers
+  bounded, and how long an idle one holds its slot (5 s by default). (Kopf 1.45 has no batch
+  window any more: `settings.batching.batch_window` is a deprecated no-op.)
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -45,14 +49,13 @@ kopf.on.startup(registry=FLOOR)(settings.configure)
 @kopf.on.startup(registry=FLOOR)
 def variant(settings: kopf.OperatorSettings, **_: Any) -> None:
     if limit := os.environ.get("SLIPWAY_FLOOR_WORKER_LIMIT"):
-        settings.batching.worker_limit = int(limit)
-    if window := os.environ.get("SLIPWAY_FLOOR_BATCH_WINDOW"):
-        settings.batching.batch_window = float(window)
+        settings.queueing.worker_limit = int(limit)
+    if idle := os.environ.get("SLIPWAY_FLOOR_IDLE_TIMEOUT"):  # how long a worker waits for more events
+        settings.queueing.idle_timeout = float(idle)
 
 
 CONTRACT = yaml.safe_load_all((Path(__file__).parents[1] / "tests/manifests/contract.yaml").read_text())
 VERSION = ModelVersionSpec.model_validate([d for d in CONTRACT if d][1]["spec"])
-LEVEL_BASED = os.environ.get("SLIPWAY_FLOOR_HANDLERS") == "event"
 
 
 def run_child(name: str, namespace: str, spec: Any, body: kopf.Body, memo: kopf.Memo) -> dict[str, Any]:
@@ -60,7 +63,7 @@ def run_child(name: str, namespace: str, spec: Any, body: kopf.Body, memo: kopf.
     kopf.adopt(rayjob, owner=body)
     observed = memo.kube.apply(RAY_JOBS, rayjob)
     status = training_status(TrainingRunStatus(), rayjob["metadata"]["name"], observed.get("status"), 1, now_rfc3339())
-    return status_patch({}, status)
+    return status_patch({}, status) or {}
 
 
 def deployment_children(name: str, namespace: str, spec: Any, body: kopf.Body, memo: kopf.Memo) -> dict[str, Any]:
@@ -70,37 +73,79 @@ def deployment_children(name: str, namespace: str, spec: Any, body: kopf.Body, m
     for child in plan.children:
         kopf.adopt(child, owner=body)
         memo.kube.apply(HTTP_ROUTES if child["kind"] == HTTP_ROUTES.kind else INFERENCE_SERVICES, child)
-    return status_patch({}, plan.status)
+    return status_patch({}, plan.status) or {}
 
 
-if LEVEL_BASED:
+HANDLERS = os.environ.get("SLIPWAY_FLOOR_HANDLERS", "create")
+
+if HANDLERS == "async":
+    sys.path.insert(0, str(Path(__file__).parent))
+    from kubeapi import AsyncKube
+
+    @kopf.on.startup(registry=FLOOR)
+    async def async_client(memo: kopf.Memo, **_: Any) -> None:
+        memo.akube = AsyncKube(Path(os.environ["KUBECONFIG"]), limit=256)  # 8x the creator's 32 in flight
+
+    @kopf.on.create(*TRAINING_RUNS.ref, registry=FLOOR)
+    async def run_created_async(
+        name: str, namespace: str | None, spec: Any, body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any
+    ) -> None:
+        rayjob = build_rayjob(name, namespace or "", TrainingRunSpec.model_validate(dict(spec)), 0)
+        kopf.adopt(rayjob, owner=body)
+        observed = await memo.akube.apply(*RAY_JOBS.ref, rayjob)
+        status = training_status(
+            TrainingRunStatus(), rayjob["metadata"]["name"], observed.get("status"), 1, now_rfc3339()
+        )
+        patch.status.update(status_patch({}, status) or {})
+
+    @kopf.on.create(*MODEL_DEPLOYMENTS.ref, registry=FLOOR)
+    async def deployment_created_async(
+        name: str, namespace: str | None, spec: Any, body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any
+    ) -> None:
+        parsed = ModelDeploymentSpec.model_validate(dict(spec))
+        now = datetime.now(UTC)
+        plan = plan_deployment(
+            name, namespace or "", parsed, ModelDeploymentStatus(), [VERSION], Observed({}), 1, now, Routing()
+        )
+        for child in plan.children:
+            kopf.adopt(child, owner=body)
+            await memo.akube.apply(
+                *(HTTP_ROUTES if child["kind"] == HTTP_ROUTES.kind else INFERENCE_SERVICES).ref, child
+            )
+        patch.status.update(status_patch({}, plan.status) or {})
+
+elif HANDLERS == "event":
 
     @kopf.on.event(*TRAINING_RUNS.ref, registry=FLOOR)
-    def run_seen(name: str, namespace: str, spec: Any, status: Any, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    def run_seen(
+        name: str, namespace: str | None, spec: Any, status: Any, body: kopf.Body, memo: kopf.Memo, **_: Any
+    ) -> None:
         if not status.get("rayJob"):
-            memo.kube.patch_status(TRAINING_RUNS, namespace, name, run_child(name, namespace, spec, body, memo))
+            memo.kube.patch_status(
+                TRAINING_RUNS, namespace or "", name, run_child(name, namespace or "", spec, body, memo)
+            )
 
     @kopf.on.event(*MODEL_DEPLOYMENTS.ref, registry=FLOOR)
     def deployment_seen(
-        name: str, namespace: str, spec: Any, status: Any, body: kopf.Body, memo: kopf.Memo, **_: Any
+        name: str, namespace: str | None, spec: Any, status: Any, body: kopf.Body, memo: kopf.Memo, **_: Any
     ) -> None:
         if not status.get("phase"):
-            changes = deployment_children(name, namespace, spec, body, memo)
-            memo.kube.patch_status(MODEL_DEPLOYMENTS, namespace, name, changes)
+            changes = deployment_children(name, namespace or "", spec, body, memo)
+            memo.kube.patch_status(MODEL_DEPLOYMENTS, namespace or "", name, changes)
 
 else:
 
     @kopf.on.create(*TRAINING_RUNS.ref, registry=FLOOR)
     def run_created(
-        name: str, namespace: str, spec: Any, body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any
+        name: str, namespace: str | None, spec: Any, body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any
     ) -> None:
-        patch.status.update(run_child(name, namespace, spec, body, memo))
+        patch.status.update(run_child(name, namespace or "", spec, body, memo))
 
     @kopf.on.create(*MODEL_DEPLOYMENTS.ref, registry=FLOOR)
     def deployment_created(
-        name: str, namespace: str, spec: Any, body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any
+        name: str, namespace: str | None, spec: Any, body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any
     ) -> None:
-        patch.status.update(deployment_children(name, namespace, spec, body, memo))
+        patch.status.update(deployment_children(name, namespace or "", spec, body, memo))
 
 
 if __name__ == "__main__":

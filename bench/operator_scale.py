@@ -142,7 +142,7 @@ async def baseline(kube: AsyncKube, namespace: str, count: int, concurrency: int
 
 
 async def with_operator(
-    kube: AsyncKube, namespace: str, count: int, concurrency: int, operator_pid: int
+    kube: AsyncKube, namespace: str, count: int, concurrency: int, operator_pid: int, census: bool = False
 ) -> dict[str, Any]:
     gate = asyncio.Semaphore(concurrency)
     created: dict[str, float] = {}
@@ -178,6 +178,8 @@ async def with_operator(
     watchers = [asyncio.create_task(observe(*RAYJOB, None)), asyncio.create_task(observe(*ISVC, None))]
     sampler = asyncio.create_task(sample_rss())
     await asyncio.sleep(0.5)  # let the watches open before the first create
+    if census:
+        watchers.append(asyncio.create_task(take_census(operator_pid)))
     start, cpu_before = time.perf_counter(), cpu_seconds(operator_pid)
     await asyncio.gather(*(create(plural, obj) for plural, obj in parents(namespace, count)))
     creates_seconds = time.perf_counter() - start
@@ -196,6 +198,13 @@ async def with_operator(
         "creates_seconds": creates_seconds,
         "cpu_seconds": cpu,
     }
+
+
+async def take_census(operator_pid: int) -> None:
+    """bench/census_operator.py: what holds the operator's memory, every 3 s."""
+    while True:
+        await asyncio.sleep(3)
+        os.kill(operator_pid, signal.SIGUSR1)
 
 
 def cpu_seconds(operator_pid: int | None = None) -> dict[str, float]:
@@ -289,7 +298,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             if args.floor_only:
                 return floor_only(args, base, base_calls, floor)
             print("operator: slipway operator", flush=True)
-            run = await operator_phase(kube, OperatorProcess(plane.kubeconfig, workdir / "operator.log"), "bench", args)
+            env = dict(pair.split("=", 1) for pair in args.operator_env)
+            operator = OperatorProcess(plane.kubeconfig, workdir / "operator.log", env)
+            if args.census:
+                operator.argv = [sys.executable, str(REPO / "bench" / "census_operator.py")]
+                operator.env["SLIPWAY_CENSUS_OUT"] = str(args.census.resolve())
+            run = await operator_phase(kube, operator, "bench", args)
         finally:
             await kube.close()
     single_p99 = quantile(base["creates"], 0.99)
@@ -305,6 +319,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         # The machine's load (1-minute average) as the run ended: on 2 cores shared with the API
         # server and etcd, anything else running moves every figure.
         "load_average_1m": round(os.getloadavg()[0], 2),
+        "operator_env": args.operator_env,
     }
     if floor:
         result |= figures("floor", floor, base["seconds"], single_p99)
@@ -372,7 +387,8 @@ async def operator_phase(
         counts = await request_counts(kube)
         profile_to = args.profile.with_suffix(f".{namespace}{args.profile.suffix}") if args.profile else None
         profiler = start_profile(operator.pid, profile_to) if profile_to else None
-        run = await with_operator(kube, namespace, args.count, args.concurrency, operator.pid)
+        census = namespace == "bench" and args.census is not None
+        run = await with_operator(kube, namespace, args.count, args.concurrency, operator.pid, census)
         if profiler and profile_to:
             run["profile"] = stop_profile(profiler, profile_to)
         run["calls"] = per_parent(counts, await request_counts(kube), 2 * args.count)
@@ -433,11 +449,15 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, help="py-spy the operator while it works; collapsed stacks here")
     parser.add_argument(
         "--floor",
-        choices=("create", "event"),
+        choices=("create", "event", "async"),
         help="also run bench/kopf_floor.py, a bare Kopf operator with these handlers, as a yardstick",
     )
     parser.add_argument("--floor-env", action="append", default=[], help="KEY=VALUE for the floor operator")
     parser.add_argument("--floor-only", action="store_true", help="the baseline and the floor, not slipway")
+    parser.add_argument("--operator-env", action="append", default=[], help="KEY=VALUE for the slipway operator")
+    parser.add_argument(
+        "--census", type=Path, help="run slipway as bench/census_operator.py; what holds its memory, every 3 s, here"
+    )
     args = parser.parse_args()
     result = asyncio.run(main_async(args))
     out = REPO / "bench" / "results"
