@@ -131,7 +131,7 @@ def reconcile_deployment(
     older one, which memo.written then hid from every later tick.
     """
     with memo.locks[(namespace, name)], counted(MODEL_DEPLOYMENTS.kind):
-        record: DeploymentRecord | None = next(iter(indexes["deployments"].get((namespace, name), [])), None)
+        record = _indexed(indexes, namespace, name)
         if record is None:
             return None
         # memo.written is updated only after a patch succeeded: what we last wrote is fresher
@@ -207,6 +207,12 @@ def reconcile_deployment(
             announce(record.owner, event.warning, event.reason, event.message)
         observe_deployment(namespace, name, plan.status)
         return plan
+
+
+def _indexed(indexes: dict[str, Any], namespace: str, name: str) -> DeploymentRecord | None:
+    """The deployment as the index last saw it."""
+    record: DeploymentRecord | None = next(iter(indexes["deployments"].get((namespace, name), [])), None)
+    return record
 
 
 def _stood_by(memo: kopf.Memo) -> bool:
@@ -299,8 +305,7 @@ def _steps_under_way(status: kopf.Status, **_: Any) -> bool:
 
 
 def _waiting_for_candidate(status: kopf.Status, **_: Any) -> bool:
-    current = ModelDeploymentStatus.model_validate(dict(status))
-    return needs_ticks(current) and only_deadline_timed(current)
+    return only_deadline_timed(ModelDeploymentStatus.model_validate(dict(status)))
 
 
 @kopf.timer(*MODEL_DEPLOYMENTS.ref, interval=TICK_SECONDS, backoff=TICK_BACKOFF_SECONDS, when=_steps_under_way)
@@ -317,7 +322,7 @@ async def watch_deadline(namespace: str | None, name: str, memo: kopf.Memo, **kw
     """A candidate that is not ready yet: its readiness comes as an event, and only its progress
     deadline is up to time. Checked in the event loop, so the waiting deployments of a large
     fleet cost no thread and no reconcile until the deadline passes."""
-    record: DeploymentRecord | None = next(iter(kwargs["deployments"].get((namespace, name), [])), None)
+    record = _indexed(kwargs, namespace or "", name)
     if record is None:
         return
     try:
