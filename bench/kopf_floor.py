@@ -31,13 +31,20 @@ import yaml
 
 from slipway.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from slipway.api.modelversion import ModelVersionSpec
-from slipway.api.resources import HTTP_ROUTES, INFERENCE_SERVICES, MODEL_DEPLOYMENTS, RAY_JOBS, TRAINING_RUNS
+from slipway.api.resources import (
+    HTTP_ROUTES,
+    INFERENCE_SERVICES,
+    MODEL_DEPLOYMENTS,
+    RAY_JOBS,
+    TRAINING_RUNS,
+    Resource,
+)
 from slipway.api.trainingrun import TrainingRunSpec, TrainingRunStatus
 from slipway.builders.httproute import Routing
 from slipway.builders.rayjob import build_rayjob
 from slipway.handlers import settings
 from slipway.reconcile.conditions import now_rfc3339
-from slipway.reconcile.modeldeployment import Observed, plan_deployment
+from slipway.reconcile.modeldeployment import Observed, Plan, plan_deployment
 from slipway.reconcile.status import status_patch
 from slipway.reconcile.trainingrun import training_status
 
@@ -58,21 +65,39 @@ CONTRACT = yaml.safe_load_all((Path(__file__).parents[1] / "tests/manifests/cont
 VERSION = ModelVersionSpec.model_validate([d for d in CONTRACT if d][1]["spec"])
 
 
-def run_child(name: str, namespace: str, spec: Any, body: kopf.Body, memo: kopf.Memo) -> dict[str, Any]:
+def rayjob_of(name: str, namespace: str, spec: Any, body: kopf.Body) -> dict[str, Any]:
     rayjob = build_rayjob(name, namespace, TrainingRunSpec.model_validate(dict(spec)), 0)
     kopf.adopt(rayjob, owner=body)
-    observed = memo.kube.apply(RAY_JOBS, rayjob)
+    return rayjob
+
+
+def run_status(rayjob: dict[str, Any], observed: dict[str, Any]) -> dict[str, Any]:
     status = training_status(TrainingRunStatus(), rayjob["metadata"]["name"], observed.get("status"), 1, now_rfc3339())
     return status_patch({}, status) or {}
 
 
-def deployment_children(name: str, namespace: str, spec: Any, body: kopf.Body, memo: kopf.Memo) -> dict[str, Any]:
+def deployment_plan(name: str, namespace: str, spec: Any, body: kopf.Body) -> Plan:
     parsed = ModelDeploymentSpec.model_validate(dict(spec))
     now = datetime.now(UTC)
     plan = plan_deployment(name, namespace, parsed, ModelDeploymentStatus(), [VERSION], Observed({}), 1, now, Routing())
     for child in plan.children:
         kopf.adopt(child, owner=body)
-        memo.kube.apply(HTTP_ROUTES if child["kind"] == HTTP_ROUTES.kind else INFERENCE_SERVICES, child)
+    return plan
+
+
+def kind_of(child: dict[str, Any]) -> Resource:
+    return HTTP_ROUTES if child["kind"] == HTTP_ROUTES.kind else INFERENCE_SERVICES
+
+
+def run_child(name: str, namespace: str, spec: Any, body: kopf.Body, memo: kopf.Memo) -> dict[str, Any]:
+    rayjob = rayjob_of(name, namespace, spec, body)
+    return run_status(rayjob, memo.kube.apply(RAY_JOBS, rayjob))
+
+
+def deployment_children(name: str, namespace: str, spec: Any, body: kopf.Body, memo: kopf.Memo) -> dict[str, Any]:
+    plan = deployment_plan(name, namespace, spec, body)
+    for child in plan.children:
+        memo.kube.apply(kind_of(child), child)
     return status_patch({}, plan.status) or {}
 
 
@@ -90,28 +115,16 @@ if HANDLERS == "async":
     async def run_created_async(
         name: str, namespace: str | None, spec: Any, body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any
     ) -> None:
-        rayjob = build_rayjob(name, namespace or "", TrainingRunSpec.model_validate(dict(spec)), 0)
-        kopf.adopt(rayjob, owner=body)
-        observed = await memo.akube.apply(*RAY_JOBS.ref, rayjob)
-        status = training_status(
-            TrainingRunStatus(), rayjob["metadata"]["name"], observed.get("status"), 1, now_rfc3339()
-        )
-        patch.status.update(status_patch({}, status) or {})
+        rayjob = rayjob_of(name, namespace or "", spec, body)
+        patch.status.update(run_status(rayjob, await memo.akube.apply(*RAY_JOBS.ref, rayjob)))
 
     @kopf.on.create(*MODEL_DEPLOYMENTS.ref, registry=FLOOR)
     async def deployment_created_async(
         name: str, namespace: str | None, spec: Any, body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, **_: Any
     ) -> None:
-        parsed = ModelDeploymentSpec.model_validate(dict(spec))
-        now = datetime.now(UTC)
-        plan = plan_deployment(
-            name, namespace or "", parsed, ModelDeploymentStatus(), [VERSION], Observed({}), 1, now, Routing()
-        )
+        plan = deployment_plan(name, namespace or "", spec, body)
         for child in plan.children:
-            kopf.adopt(child, owner=body)
-            await memo.akube.apply(
-                *(HTTP_ROUTES if child["kind"] == HTTP_ROUTES.kind else INFERENCE_SERVICES).ref, child
-            )
+            await memo.akube.apply(*kind_of(child).ref, child)
         patch.status.update(status_patch({}, plan.status) or {})
 
 elif HANDLERS == "event":

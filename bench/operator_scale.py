@@ -295,15 +295,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 await clear(kube, "floor")
                 await clear(kube, "warmup")
-            if args.floor_only:
-                return floor_only(args, base, base_calls, floor)
-            print("operator: slipway operator", flush=True)
-            env = dict(pair.split("=", 1) for pair in args.operator_env)
-            operator = OperatorProcess(plane.kubeconfig, workdir / "operator.log", env)
-            if args.census:
-                operator.argv = [sys.executable, str(REPO / "bench" / "census_operator.py")]
-                operator.env["SLIPWAY_CENSUS_OUT"] = str(args.census.resolve())
-            run = await operator_phase(kube, operator, "bench", args)
+            run = None
+            if not args.floor_only:
+                print("operator: slipway operator", flush=True)
+                env = dict(pair.split("=", 1) for pair in args.operator_env)
+                operator = OperatorProcess(plane.kubeconfig, workdir / "operator.log", env)
+                if args.census:
+                    operator.argv = [sys.executable, str(REPO / "bench" / "census_operator.py")]
+                    operator.env["SLIPWAY_CENSUS_OUT"] = str(args.census.resolve())
+                run = await operator_phase(kube, operator, "bench", args)
         finally:
             await kube.close()
     single_p99 = quantile(base["creates"], 0.99)
@@ -315,35 +315,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "single_create_p99_ms": round(single_p99 * 1000, 1),
         "baseline_calls_per_parent": base_calls,
         "baseline_cpu_seconds": base["cpu_seconds"],
-        **figures("operator", run, base["seconds"], single_p99),
         # The machine's load (1-minute average) as the run ended: on 2 cores shared with the API
         # server and etcd, anything else running moves every figure.
         "load_average_1m": round(os.getloadavg()[0], 2),
-        "operator_env": args.operator_env,
     }
+    if run:
+        result |= {"operator_env": args.operator_env, **figures("operator", run, base["seconds"], single_p99)}
     if floor:
+        result |= {"floor_handlers": args.floor, "floor_env": args.floor_env}
         result |= figures("floor", floor, base["seconds"], single_p99)
+    if run and floor:
         result["operator_over_floor"] = round(run["seconds"] / floor["seconds"], 2)
     return result
-
-
-def floor_only(
-    args: argparse.Namespace, base: dict[str, Any], base_calls: dict[str, float], floor: dict[str, Any] | None
-) -> dict[str, Any]:
-    """The baseline and the floor alone (a step tried on the floor first)."""
-    assert floor is not None
-    single_p99 = quantile(base["creates"], 0.99)
-    return {
-        "count": 2 * args.count,
-        "floor_handlers": args.floor,
-        "floor_env": args.floor_env,
-        "baseline_seconds": round(base["seconds"], 2),
-        "single_create_p99_ms": round(single_p99 * 1000, 1),
-        "baseline_calls_per_parent": base_calls,
-        "baseline_cpu_seconds": base["cpu_seconds"],
-        **figures("floor", floor, base["seconds"], single_p99),
-        "load_average_1m": round(os.getloadavg()[0], 2),
-    }
 
 
 def figures(phase: str, run: dict[str, Any], baseline_seconds: float, single_p99: float) -> dict[str, Any]:
@@ -459,6 +442,8 @@ def main() -> int:
         "--census", type=Path, help="run slipway as bench/census_operator.py; what holds its memory, every 3 s, here"
     )
     args = parser.parse_args()
+    if args.floor_only and not args.floor:
+        parser.error("--floor-only needs --floor")
     result = asyncio.run(main_async(args))
     out = REPO / "bench" / "results"
     out.mkdir(exist_ok=True)
