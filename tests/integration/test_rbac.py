@@ -236,9 +236,16 @@ def test_cluster_role_is_exactly_what_the_operator_calls(audited: Cluster, tmp_p
     cluster.start_operator(watched)
     cluster.apply(watched, training_run("watched", tmp_path))
     wait_for(lambda: children(cluster, watched, "ray.io", "v1", "rayjobs") == ["watched-0"], what="namespaced run")
+    # Kopf lists the namespaces, then watches them; the child can be made in between, so the
+    # watch is awaited in the audit log, not assumed, before this operator stops.
+    assert cluster.plane.audit_log is not None
+    audit_log = cluster.plane.audit_log
+    wait_for(
+        lambda: any(("", "namespaces", "watch") in calls(e) for e in audit_events(audit_log)),
+        what="the namespaced operator's watch on namespaces",
+    )
     cluster.operator.stop()
 
-    assert cluster.plane.audit_log is not None
     events = audit_events(cluster.plane.audit_log)
     refused = sorted(set().union(*(calls(e) for e in events if e.get("responseStatus", {}).get("code") == 403)))
     assert not refused, f"the chart's RBAC refused the operator: {refused}"
