@@ -51,6 +51,13 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield cluster
 
 
+# Kopf patches our parents themselves only to keep a failing handler's progress (its retries and
+# backoff, so that they survive a restart) and to take off a finalizer an older operator left:
+# granted, and unused while every handler succeeds (handlers/persistence.py).
+PARENTS = ("trainingruns", "modeldeployments", "modelversions", "batchpredictions")
+ON_FAILURE_ONLY: set[Call] = {("slipway.dev", plural, "patch") for plural in PARENTS}
+
+
 def granted() -> set[Call]:
     (role,) = [doc for doc in render_chart() if doc["kind"] == "ClusterRole"]
     return {
@@ -258,18 +265,21 @@ def test_cluster_role_is_exactly_what_the_operator_calls(audited: Cluster, tmp_p
     assert job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["envFrom"] == [
         {"secretRef": {"name": "models-s3"}}
     ]
-    assert used == rules, (
-        f"granted but never used (remove from helm/slipway/templates/clusterrole.yaml): {sorted(rules - used)}\n"
+    assert used == rules - ON_FAILURE_ONLY, (
+        f"granted but never used (remove from helm/slipway/templates/clusterrole.yaml): "
+        f"{sorted(rules - ON_FAILURE_ONLY - used)}\n"
         f"used but not granted: {sorted(used - rules)}"
     )
+    assert rules >= ON_FAILURE_ONLY, sorted(ON_FAILURE_ONLY - rules)
 
 
 def test_a_new_deployment_costs_one_status_write_and_no_read(audited: Cluster) -> None:
     """The operator's calls for a new deployment, from the audit log (bench/operator_scale.py
     measures what they cost at scale): its status is written once, already describing the
-    InferenceService just applied, so that child's first events find nothing to change; and a
+    InferenceService just applied, so that child's first events find nothing to change; a
     replica that never stood by for a peer writes from its watches without reading the
-    deployment first."""
+    deployment first; and neither its creation nor a change of its spec costs a patch of the
+    deployment itself."""
     cluster = audited
     namespace = new_namespace(cluster, "rbac-calls")
     cluster.start_operator()
@@ -279,11 +289,30 @@ def test_a_new_deployment_costs_one_status_write_and_no_read(audited: Cluster) -
         what="the deployment waiting for its InferenceService",
     )
     assert cluster.plane.audit_log is not None
-    mine = [e for e in audit_events(cluster.plane.audit_log) if e["objectRef"].get("namespace") == namespace]
+    audit_log = cluster.plane.audit_log
+
+    def deployment_calls() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in audit_events(audit_log)
+            if e["objectRef"].get("namespace") == namespace and e["objectRef"]["resource"] == "modeldeployments"
+        ]
+
+    created = deployment_calls()
+    # A change of spec, handled after whatever Kopf would still have patched for the creation
+    # (one worker per object, in order): once it is observed, both handled changes are logged.
+    cluster.custom.patch_namespaced_custom_object(
+        "slipway.dev", "v1alpha1", namespace, "modeldeployments", "churn", {"spec": {"predictor": {"maxReplicas": 5}}}
+    )
+    wait_for(lambda: deployment_status(cluster, namespace).get("observedGeneration") == 2, what="the spec change")
+    handled = deployment_calls()
     assert cluster.operator is not None
     cluster.operator.stop()
-    deployment = [e for e in mine if e["objectRef"]["resource"] == "modeldeployments"]
-    status_writes = [e for e in deployment if e["objectRef"].get("subresource") == "status" and e["verb"] == "patch"]
-    reads = [e for e in deployment if e["verb"] in ("get", "list")]
+    status_writes = [e for e in created if e["objectRef"].get("subresource") == "status" and e["verb"] == "patch"]
+    reads = [e for e in created if e["verb"] in ("get", "list")]
     assert len(status_writes) == 1, [e["requestURI"] for e in status_writes]
     assert reads == [], [e["requestURI"] for e in reads]
+    # Kopf's bookkeeping costs no call: the last handled spec is kept in the process, and the
+    # deadline timer puts no finalizer on the deployment (handlers/persistence.py).
+    bookkeeping = [e for e in handled if e["verb"] == "patch" and not e["objectRef"].get("subresource")]
+    assert bookkeeping == [], [(e["requestURI"], e["responseStatus"]["code"]) for e in bookkeeping]

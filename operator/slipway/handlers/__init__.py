@@ -3,6 +3,14 @@
 Importing this package registers every handler with Kopf.
 """
 
-from . import batchprediction, modeldeployment, modelversion, settings, trainingrun, trainingschedule
+from . import batchprediction, modeldeployment, modelversion, persistence, settings, trainingrun, trainingschedule
 
-__all__ = ["batchprediction", "modeldeployment", "modelversion", "settings", "trainingrun", "trainingschedule"]
+__all__ = [
+    "batchprediction",
+    "modeldeployment",
+    "modelversion",
+    "persistence",
+    "settings",
+    "trainingrun",
+    "trainingschedule",
+]

@@ -38,6 +38,7 @@ from ..reconcile.rollout import (
 from ..reconcile.status import fresher_status, status_patch
 from .events import announce, reference
 from .metrics import counted, observe_deployment
+from .persistence import without_finalizer
 from .retries import outlasting_restarts
 from .views import entries
 
@@ -308,6 +309,7 @@ def _waiting_for_candidate(status: kopf.Status, **_: Any) -> bool:
     return only_deadline_timed(ModelDeploymentStatus.model_validate(dict(status)))
 
 
+@without_finalizer
 @kopf.timer(*MODEL_DEPLOYMENTS.ref, interval=TICK_SECONDS, backoff=TICK_BACKOFF_SECONDS, when=_steps_under_way)
 def tick(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     """Time moves a rollout too: pauses end, measurements fall due, deadlines pass.
@@ -317,6 +319,7 @@ def tick(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> No
     reconcile_deployment(memo, namespace or "", name, kwargs, full=False)
 
 
+@without_finalizer
 @kopf.timer(*MODEL_DEPLOYMENTS.ref, interval=DEADLINE_TICK_SECONDS, when=_waiting_for_candidate)
 async def watch_deadline(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     """A candidate that is not ready yet: its readiness comes as an event, and only its progress

@@ -17,6 +17,7 @@ from ..api.defaults import OperatorDefaults
 from ..builders.httproute import Routing
 from ..kube import Kube
 from ..kube.peers import Peers
+from .persistence import HandledInMemory, UnmarkedProgress
 
 PEERING_NAME = "slipway"
 PEERING_LIFETIME_S = 20
@@ -40,12 +41,11 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
     # expires: 20 s instead of Kopf's 60 bounds the takeover. Keep-alives still come 5-10 s
     # before expiry, as with the default, so a live leader is never taken for dead sooner.
     settings.peering.lifetime = PEERING_LIFETIME_S
-    # Our own annotation prefix: handler progress and the last-handled spec live on the object,
-    # so a restart resumes exactly where it was (nothing kept only in memory).
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=PREFIX, key="last-handled-configuration"
-    )
+    # Handler progress (a failing handler's retries) lives in our annotations, so it survives a
+    # restart; the last handled spec is kept in the process, which costs no call
+    # (handlers/persistence.py says why that is enough).
+    settings.persistence.progress_storage = UnmarkedProgress(prefix=PREFIX)
+    settings.persistence.diffbase_storage = memo.handled = HandledInMemory()
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     # Handlers are sync and block on API calls in threads; one per pooled API connection.
     settings.execution.max_workers = HANDLER_THREADS

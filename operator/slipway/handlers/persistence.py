@@ -1,0 +1,88 @@
+"""What Kopf writes on our objects: as little as our handlers allow.
+
+Every handler for a change (create, update, resume) reconciles the whole object from its spec,
+its status and its children, and is safe to run again: none needs to know what it last handled
+after a restart. Kopf nevertheless spends calls on that memory unless told otherwise:
+- the last handled spec, patched into an annotation after every handled change (a call per new
+  object, measured in `bench/operator_scale.py`);
+- a "kopf-managed" marker annotation, patched into each object once;
+- a finalizer on every object a timer runs for (a patch when the timer starts, another when it
+  stops), which also holds `kubectl delete` while no operator runs.
+
+Here the last handled spec is kept in the process: a restart, or a standby that takes over, sees
+every object as new and reconciles it, which `on.resume` did anyway. Handler progress (retries
+and their backoff) still lives on the object, so a failing handler's retries survive a restart.
+Our timers act through the indexes, which drop a deleted object, so they need no finalizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import kopf
+
+from ..api.resources import BATCH_PREDICTIONS, MODEL_DEPLOYMENTS, MODEL_VERSIONS, TRAINING_RUNS
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class HandledInMemory(kopf.DiffBaseStorage):
+    """The essence of each object's last handled spec, by uid, in this process only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._essences: dict[str, kopf.BodyEssence] = {}
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return self._essences.get(body.metadata.uid or "")
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        self._essences[body.metadata.uid or ""] = essence
+
+    def forget(self, uid: str) -> None:
+        """A deleted object's essence is never fetched again (a new object has a new uid)."""
+        self._essences.pop(uid, None)
+
+    def __len__(self) -> int:
+        return len(self._essences)
+
+
+class UnmarkedProgress(kopf.AnnotationsProgressStorage):
+    """Handler progress in our annotations, without the marker Kopf patches into every object
+    it handles: the marker only helps other operators' diff-bases ignore our annotations, and
+    ours is not kept on the object at all."""
+
+    def _store_marker(self, prefix: str, patch: kopf.Patch, body: kopf.Body) -> None:
+        return None
+
+
+def without_finalizer(timer: F) -> F:
+    """Apply above `@kopf.timer`: the timer runs without putting a finalizer on its objects.
+
+    Kopf 1.45 sets `requires_finalizer=True` on every timer, with no option to choose; the handler
+    it registered for `timer` is replaced with the same one that does not require it."""
+    spawning = kopf.get_default_registry()._spawning._handlers
+    found = [i for i, handler in enumerate(spawning) if handler.fn is timer]
+    if not found:
+        raise LookupError(f"{timer.__name__} is not a registered Kopf timer: apply without_finalizer above @kopf.timer")
+    for i in found:
+        spawning[i] = dataclasses.replace(spawning[i], requires_finalizer=False)
+    return timer
+
+
+def _deleted(type: str, **_: Any) -> bool:
+    return type == "DELETED"
+
+
+async def forget_deleted(uid: str, memo: kopf.Memo, **_: Any) -> None:
+    """What this process remembers of an object by its uid goes with the object."""
+    memo.handled.forget(uid)
+    memo.written.pop(uid, None)
+    memo.written_at.pop(uid, None)
+
+
+# The kinds with change handlers: the only ones Kopf keeps a last handled spec for.
+for _kind in (TRAINING_RUNS, MODEL_DEPLOYMENTS, MODEL_VERSIONS, BATCH_PREDICTIONS):
+    kopf.on.event(*_kind.ref, when=_deleted, id="forget_deleted")(forget_deleted)

@@ -1,0 +1,60 @@
+"""What Kopf keeps on our objects (handlers/persistence.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+import pytest
+
+from slipway.handlers import modeldeployment
+from slipway.handlers.persistence import HandledInMemory, UnmarkedProgress, without_finalizer
+
+
+def body(uid: str, **spec: Any) -> kopf.Body:
+    raw = {"apiVersion": "slipway.dev/v1alpha1", "kind": "ModelDeployment", "metadata": {"uid": uid}, "spec": spec}
+    return kopf.Body(raw)
+
+
+def test_the_last_handled_spec_is_kept_by_uid_and_written_nowhere() -> None:
+    storage = HandledInMemory()
+    first, other = body("a", model="churn"), body("b", model="fraud")
+    assert storage.fetch(body=first) is None  # never handled: Kopf sees a creation
+    patch = kopf.Patch()
+    storage.store(body=first, patch=patch, essence=storage.build(body=first))
+    assert not patch
+    assert storage.fetch(body=first) == {"spec": {"model": "churn"}}
+    assert storage.fetch(body=other) is None
+    storage.forget("a")
+    assert storage.fetch(body=first) is None and len(storage) == 0
+
+
+def test_a_changed_spec_differs_from_the_one_kept() -> None:
+    storage = HandledInMemory()
+    handled = body("a", model="churn", version="3")
+    storage.store(body=handled, patch=kopf.Patch(), essence=storage.build(body=handled))
+    changed = body("a", model="churn", version="4")
+    assert storage.fetch(body=changed) != storage.build(body=changed)
+
+
+def test_progress_is_stored_without_a_marker_and_purged_without_a_trace() -> None:
+    storage = UnmarkedProgress(prefix="slipway.dev")
+    target = body("a")
+    patch = kopf.Patch()
+    storage.store(key=kopf.HandlerId("reconcile"), record={"retries": 1, "success": False}, body=target, patch=patch)
+    assert set(patch["metadata"]["annotations"]) == {"slipway.dev/reconcile"}
+    storage.purge(key=kopf.HandlerId("reconcile"), body=target, patch=patch)
+    assert not patch.get("metadata", {}).get("annotations")
+
+
+def test_the_deployment_timers_put_no_finalizer() -> None:
+    timers = {h.fn: h for h in kopf.get_default_registry()._spawning.get_all_handlers()}
+    assert timers[modeldeployment.tick].requires_finalizer is False
+    assert timers[modeldeployment.watch_deadline].requires_finalizer is False
+
+
+def test_without_finalizer_refuses_a_function_that_is_not_a_timer() -> None:
+    def not_a_timer() -> None: ...
+
+    with pytest.raises(LookupError, match="not_a_timer"):
+        without_finalizer(not_a_timer)
