@@ -3,10 +3,20 @@
 Importing this package registers every handler with Kopf.
 """
 
-from . import batchprediction, modeldeployment, modelversion, persistence, settings, trainingrun, trainingschedule
+from . import (
+    batchprediction,
+    deadlines,
+    modeldeployment,
+    modelversion,
+    persistence,
+    settings,
+    trainingrun,
+    trainingschedule,
+)
 
 __all__ = [
     "batchprediction",
+    "deadlines",
     "modeldeployment",
     "modelversion",
     "persistence",
