@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import kopf
 import pytest
 
+from slipway.api.modeldeployment import ModelDeploymentStatus
 from slipway.handlers import modeldeployment
-from slipway.handlers.persistence import HandledInMemory, UnmarkedProgress, without_finalizer
+from slipway.handlers.metrics import ROLLOUT_PHASE, ROLLOUT_WEIGHT, observe_deployment
+from slipway.handlers.persistence import HandledInMemory, UnmarkedProgress, forget_deleted, without_finalizer
 
 
 def body(uid: str, **spec: Any) -> kopf.Body:
@@ -57,3 +60,20 @@ def test_without_finalizer_refuses_a_function_that_is_not_a_timer() -> None:
 
     with pytest.raises(LookupError, match="not_a_timer"):
         without_finalizer(not_a_timer)
+
+
+def test_a_deleted_object_is_forgotten_with_its_series() -> None:
+    """Its essence, the status last written, and (a deployment's) metric series, which Prometheus
+    would otherwise scrape for good."""
+    memo = kopf.Memo(handled=HandledInMemory(), written={"u1": {}, "u2": {}}, written_at={"u1": "7"})
+    handled = body("u1")
+    memo.handled.store(body=handled, patch=kopf.Patch(), essence=memo.handled.build(body=handled))
+    observe_deployment("ml", "churn", ModelDeploymentStatus.model_validate({"phase": "Stable"}))
+    observe_deployment("ml", "fraud", ModelDeploymentStatus.model_validate({"phase": "Stable"}))
+    resource = kopf.Resource("slipway.dev", "v1alpha1", "modeldeployments")
+    asyncio.run(forget_deleted(uid="u1", namespace="ml", name="churn", resource=resource, memo=memo))
+    assert len(memo.handled) == 0 and memo.written == {"u2": {}} and memo.written_at == {}
+    phases = {(s.labels["name"], s.labels["phase"]) for m in ROLLOUT_PHASE.collect() for s in m.samples}
+    assert ("churn", "Stable") not in phases and ("fraud", "Stable") in phases
+    weighted = {s.labels["name"] for m in ROLLOUT_WEIGHT.collect() for s in m.samples}
+    assert "churn" not in weighted and "fraud" in weighted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,6 +56,16 @@ def observe_deployment(namespace: str, name: str, status: ModelDeploymentStatus)
     for result in status.analysis:
         if result.value is not None:
             ANALYSIS_RESULTS.labels(namespace, name, result.metric).set(result.value)
+
+
+def forget_deployment(namespace: str, name: str) -> None:
+    """A deleted deployment's series go with it: otherwise its last phase is scraped for good."""
+    with contextlib.suppress(KeyError):
+        ROLLOUT_WEIGHT.remove(namespace, name)
+    for phase in PHASES:
+        with contextlib.suppress(KeyError):
+            ROLLOUT_PHASE.remove(namespace, name, phase)
+    ANALYSIS_RESULTS.remove_by_labels({"namespace": namespace, "name": name})
 
 
 @contextmanager

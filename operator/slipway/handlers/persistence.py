@@ -25,6 +25,7 @@ from typing import Any, TypeVar, cast
 import kopf
 
 from ..api.resources import BATCH_PREDICTIONS, MODEL_DEPLOYMENTS, MODEL_VERSIONS, TRAINING_RUNS
+from .metrics import forget_deployment
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -79,11 +80,15 @@ def _deleted(type: str, **_: Any) -> bool:
     return type == "DELETED"
 
 
-async def forget_deleted(uid: str, memo: kopf.Memo, **_: Any) -> None:
-    """What this process remembers of an object by its uid goes with the object."""
+async def forget_deleted(
+    uid: str, namespace: str | None, name: str, resource: kopf.Resource, memo: kopf.Memo, **_: Any
+) -> None:
+    """What this process remembers of an object goes with the object."""
     memo.handled.forget(uid)
     memo.written.pop(uid, None)
     memo.written_at.pop(uid, None)
+    if resource.plural == MODEL_DEPLOYMENTS.plural:
+        forget_deployment(namespace or "", name)
 
 
 # The kinds with change handlers: the only ones Kopf keeps a last handled spec for.
