@@ -89,8 +89,9 @@ def until(cluster: Cluster, namespace: str, what: str, timeout: float = 30, **fi
 
     try:
         return wait_for(probe, timeout=timeout, what=what)
-    except AssertionError as error:  # say where it stopped, not only that it did
-        raise AssertionError(f"{error}; status: {seen}") from None
+    except AssertionError as error:  # say where it stopped, and what the operator last said
+        tail = "\n".join(cluster.operator_log().splitlines()[-60:])
+        raise AssertionError(f"{error}; status: {seen}\noperator log (last 60 lines):\n{tail}") from None
 
 
 def slipway(cluster: Cluster, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
