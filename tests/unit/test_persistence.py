@@ -10,7 +10,7 @@ import pytest
 
 from slipway.api.modeldeployment import ModelDeploymentStatus
 from slipway.handlers import modeldeployment
-from slipway.handlers.metrics import ROLLOUT_PHASE, ROLLOUT_WEIGHT, observe_deployment
+from slipway.handlers.metrics import DEPLOYMENTS, observe_deployment
 from slipway.handlers.persistence import HandledInMemory, UnmarkedProgress, forget_deleted, without_finalizer
 
 
@@ -73,7 +73,5 @@ def test_a_deleted_object_is_forgotten_with_its_series() -> None:
     resource = kopf.Resource("slipway.dev", "v1alpha1", "modeldeployments")
     asyncio.run(forget_deleted(uid="u1", namespace="ml", name="churn", resource=resource, memo=memo))
     assert len(memo.handled) == 0 and memo.written == {"u2": {}} and memo.written_at == {}
-    phases = {(s.labels["name"], s.labels["phase"]) for m in ROLLOUT_PHASE.collect() for s in m.samples}
-    assert ("churn", "Stable") not in phases and ("fraud", "Stable") in phases
-    weighted = {s.labels["name"] for m in ROLLOUT_WEIGHT.collect() for s in m.samples}
-    assert "churn" not in weighted and "fraud" in weighted
+    named = {s.labels["name"] for m in DEPLOYMENTS.collect() for s in m.samples}
+    assert "churn" not in named and "fraud" in named
