@@ -50,9 +50,10 @@ def test_progress_is_stored_without_a_marker_and_purged_without_a_trace() -> Non
     assert not patch.get("metadata", {}).get("annotations")
 
 
-def test_the_rollout_tick_puts_no_finalizer() -> None:
+def test_the_deployment_timers_put_no_finalizer() -> None:
     timers = {h.fn: h for h in kopf.get_default_registry()._spawning.get_all_handlers()}
     assert timers[modeldeployment.tick].requires_finalizer is False
+    assert timers[modeldeployment.watch_deadline].requires_finalizer is False
 
 
 def test_without_finalizer_refuses_a_function_that_is_not_a_timer() -> None:

@@ -185,7 +185,7 @@ class World:
             only_deadline_timed(self.status)
             and observation == self.observed
             and self.now < progress_deadline(self.spec, self.status, self.now)
-        ):  # the operator then looks only every few seconds, and only at the deadline (handlers/deadlines.py)
+        ):  # the operator then looks only every few seconds, and only at the deadline (watch_deadline)
             assert dump(decision.status) == before and decision.traffic == self.traffic, "time alone moved it"
             self.quiet_waits += 1
         self.observed = observation

@@ -3,20 +3,10 @@
 Importing this package registers every handler with Kopf.
 """
 
-from . import (
-    batchprediction,
-    deadlines,
-    modeldeployment,
-    modelversion,
-    persistence,
-    settings,
-    trainingrun,
-    trainingschedule,
-)
+from . import batchprediction, modeldeployment, modelversion, persistence, settings, trainingrun, trainingschedule
 
 __all__ = [
     "batchprediction",
-    "deadlines",
     "modeldeployment",
     "modelversion",
     "persistence",

@@ -8,6 +8,7 @@ deadlines), so every path computes the same answer, under a per-deployment lock.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from ..reconcile.rollout import (
     commands_from,
     needs_ticks,
     only_deadline_timed,
+    progress_deadline,
     rfc3339,
     traffic_of,
 )
@@ -45,6 +47,9 @@ TICK_SECONDS = 0.5  # how often a rollout under way is looked at (bounds how lat
 # A tick that failed (the API server down longer than a call waits) is tried again this soon, not
 # after Kopf's default backoff: a rollout's deadlines and measurements are the ticks' to keep.
 TICK_BACKOFF_SECONDS = 2.0
+# While a candidate is not ready, time matters only for its progress deadline (minutes, usually):
+# looked at this often, in the event loop, a deadline is acted on at most this late.
+DEADLINE_TICK_SECONDS = 5.0
 
 
 class DeploymentRecord(NamedTuple):
@@ -300,15 +305,36 @@ def _steps_under_way(status: kopf.Status, **_: Any) -> bool:
     return needs_ticks(current) and not only_deadline_timed(current)
 
 
+def _waiting_for_candidate(status: kopf.Status, **_: Any) -> bool:
+    return only_deadline_timed(ModelDeploymentStatus.model_validate(dict(status)))
+
+
 @without_finalizer
 @kopf.timer(*MODEL_DEPLOYMENTS.ref, interval=TICK_SECONDS, backoff=TICK_BACKOFF_SECONDS, when=_steps_under_way)
 def tick(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     """Time moves a rollout too: pauses end, measurements fall due, deadlines pass.
 
-    Children are applied only when the traffic changed: an idle tick makes no API calls. A
-    rollout that waits only for its candidate's readiness is left to handlers/deadlines.py.
+    Children are applied only when the traffic changed: an idle tick makes no API calls.
     """
     reconcile_deployment(memo, namespace or "", name, kwargs, full=False)
+
+
+@without_finalizer
+@kopf.timer(*MODEL_DEPLOYMENTS.ref, interval=DEADLINE_TICK_SECONDS, when=_waiting_for_candidate)
+async def watch_deadline(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A candidate that is not ready yet: its readiness comes as an event, and only its progress
+    deadline is up to time. Checked in the event loop, so the waiting deployments of a large
+    fleet cost no thread and no reconcile until the deadline passes."""
+    record = _indexed(kwargs, namespace or "", name)
+    if record is None:
+        return
+    try:
+        spec = memo.defaults.deployment(ModelDeploymentSpec.model_validate(record.spec))
+    except MissingField:
+        return  # refused by the reconcile its event brought
+    now = datetime.now(UTC)
+    if now >= progress_deadline(spec, ModelDeploymentStatus.model_validate(record.status), now):
+        await asyncio.to_thread(reconcile_deployment, memo, namespace or "", name, kwargs, False)
 
 
 @kopf.on.event(*INFERENCE_SERVICES.ref, labels={DEPLOYMENT_LABEL: kopf.PRESENT})

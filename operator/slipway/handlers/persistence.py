@@ -12,8 +12,8 @@ after a restart. Kopf nevertheless spends calls on that memory unless told other
 Here the last handled spec is kept in the process: a restart, or a standby that takes over, sees
 every object as new and reconciles it, which `on.resume` did anyway. Handler progress (retries
 and their backoff) still lives on the object, so a failing handler's retries survive a restart.
-The rollout tick acts through the index, which drops a deleted deployment, so it needs no
-finalizer (a TrainingSchedule's timer keeps Kopf's).
+The deployments' timers act through the index, which drops a deleted deployment, so they need
+no finalizer (a TrainingSchedule's timer keeps Kopf's).
 """
 
 from __future__ import annotations

@@ -53,11 +53,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
     # (bench/operator_scale.py, one run each). A thread also waits out an API server restart
     # (handlers/retries.py) or a Prometheus query, so fewer would let a few slow calls stall all.
     settings.execution.max_workers = HANDLER_THREADS
-    # Kopf keeps a worker task per object that had an event, 5 s past its last one by default:
-    # at 2,000 new parents that is thousands of live workers, and the operator's peak memory
-    # (bench/operator_scale.py: 271 -> 194 MiB, at the same speed). Twice the handler threads
-    # keeps those busy; a worker that lets go at once costs only a new task on the next event.
-    settings.queueing.worker_limit = 2 * HANDLER_THREADS
+    # Kopf keeps a worker task per object that had an event, 5 s past its last one by default: at
+    # 2,000 new parents, thousands of live workers. One that lets go at once costs only a new task
+    # on the next event. (No `worker_limit`: with indexes it deadlocks a restart among more objects
+    # than the limit, as each worker waits for every object to be indexed, holding its slot.)
     settings.queueing.idle_timeout = WORKER_IDLE_S
     # A failed handler (the API server away longer than a call waits) is retried after 10 s, not
     # Kopf's 60: an outage of seconds should delay the work by seconds.

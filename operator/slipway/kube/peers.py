@@ -1,13 +1,9 @@
-"""What this operator replica knows of the others in its Kopf peering.
+"""Whether another operator replica has ever shared this replica's Kopf peering.
 
-Two answers, both read by handlers that act outside Kopf's per-object flow:
-- `shared`: whether another replica ever shared the peering. A replica that stood by (Kopf paused
-  it for a peer of higher priority) holds indexes and a memory of its own writes that are as old
-  as the pause, until its watches list again; it must read what it is about to act on live. A
-  replica that has been alone since it started has no such gap: its watches have seen every
-  write. The answer is sticky: once a peer was seen, it stays "shared".
-- `outranked()`: whether Kopf pauses this replica now, by Kopf's own rule: a live peer of higher
-  priority. Work that no Kopf handler drives (the deployments' deadline watch) stands by with it.
+A replica that stood by (Kopf paused it for a peer of higher priority) holds indexes and a memory
+of its own writes that are as old as the pause, until its watches list again; it must read what
+it is about to act on live. A replica that has been alone since it started has no such gap: its
+watches have seen every write. The answer is sticky: once a peer was seen, it stays "shared".
 
 Watched on a thread of its own, not through a Kopf handler: Kopf pauses its handlers' watches
 with the operator, and resumes them together, so a handler could not learn in time.
@@ -19,7 +15,6 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kubernetes import watch
@@ -37,36 +32,18 @@ def others_in(status: Mapping[str, Any] | None, own_priority: int) -> bool:
     return any(isinstance(peer, Mapping) and peer.get("priority") != own_priority for peer in (status or {}).values())
 
 
-def outranked_in(status: Mapping[str, Any] | None, own_priority: int, now: datetime) -> bool:
-    """Whether a peering's status lists a live replica of higher priority: when Kopf pauses a
-    replica of `own_priority` (kopf/_core/engines/peering.py: a peer is alive until its `lastseen`
-    plus `lifetime` seconds; one without `lastseen` counts as just seen)."""
-    for peer in (status or {}).values():
-        if not isinstance(peer, Mapping) or not isinstance(peer.get("priority"), int):
-            continue
-        if peer["priority"] <= own_priority:
-            continue
-        seen = peer.get("lastseen")
-        if seen is None or datetime.fromisoformat(seen) + timedelta(seconds=int(peer.get("lifetime", 60))) > now:
-            return True
-    return False
-
-
 class Peers:
     def __init__(self, kube: Kube, peering: str, own_priority: int) -> None:
         self.api = CustomObjectsApi(kube.api_client)
         self.peering = peering
         self.own_priority = own_priority
         self.shared = threading.Event()
-        self._status: Mapping[str, Any] = {}  # the peering's status as last seen (replaced whole)
 
     def start(self) -> None:
         """Reads the peering now (before any handler runs), then follows it on a daemon thread."""
         version = self._read()
-        threading.Thread(target=self._follow, args=(version,), name="slipway-peers", daemon=True).start()
-
-    def outranked(self) -> bool:
-        return outranked_in(self._status, self.own_priority, datetime.now(UTC))
+        if not self.shared.is_set():
+            threading.Thread(target=self._follow, args=(version,), name="slipway-peers", daemon=True).start()
 
     def _read(self) -> str | None:
         """Lists the peering (the chart grants list and watch, as Kopf needs, and no get)."""
@@ -77,13 +54,11 @@ class Peers:
         return version
 
     def _see(self, peering: Mapping[str, Any]) -> None:
-        status = peering.get("status") or {}
-        self._status = status
-        if others_in(status, self.own_priority):
+        if others_in(peering.get("status"), self.own_priority):
             self.shared.set()
 
     def _follow(self, version: str | None) -> None:
-        while True:
+        while not self.shared.is_set():
             try:
                 stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
                     self.api.list_cluster_custom_object,
@@ -95,6 +70,8 @@ class Peers:
                 for event in stream:
                     self._see(event["object"])
                     version = event["object"].get("metadata", {}).get("resourceVersion", version)
+                    if self.shared.is_set():
+                        return
             except Exception as error:  # an outage, or a version too old: list again and go on
                 logger.info("following the peering %s again after: %s", self.peering, error)
                 time.sleep(1)
