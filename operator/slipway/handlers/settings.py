@@ -49,9 +49,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
     settings.persistence.diffbase_storage = memo.handled = HandledInMemory()
     settings.persistence.finalizer = f"{PREFIX}/finalizer"
     # Handlers are sync and block on API calls in threads; one per pooled API connection. At 2,000
-    # new parents 16 finish as fast as 32 with 11 MiB less peak memory; 8 are 14% slower
-    # (bench/operator_scale.py, one run each). A thread also waits out an API server restart
-    # (handlers/retries.py) or a Prometheus query, so fewer would let a few slow calls stall all.
+    # new parents 16 finished as fast as 32 with 11 MiB less peak memory; 8 were 14% slower
+    # (bench/operator_scale.py, one run each, then with a worker limit since taken out). A thread
+    # also waits out an API server restart (handlers/retries.py) or a Prometheus query, so fewer
+    # would let a few slow calls stall all.
     settings.execution.max_workers = HANDLER_THREADS
     # Kopf keeps a worker task per object that had an event, 5 s past its last one by default: at
     # 2,000 new parents, thousands of live workers. One that lets go at once costs only a new task
