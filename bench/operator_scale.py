@@ -376,8 +376,9 @@ async def operator_phase(
 
 
 def start_profile(pid: int, output: Path) -> subprocess.Popen[bytes]:
-    """py-spy samples the operator (every thread, idle ones left out) while the parents are created."""
-    argv = ["py-spy", "record", "--pid", str(pid), "--rate", "50", "--format", "raw", "--output", str(output)]
+    """py-spy samples the operator while the parents are created: only the thread holding the GIL,
+    so the samples are the operator's Python CPU (a thread blocked in an SSL read is not counted)."""
+    argv = ["py-spy", "record", "--pid", str(pid), "--rate", "50", "--gil", "--format", "raw", "--output", str(output)]
     return subprocess.Popen([str(Path(sys.executable).parent / argv[0]), *argv[1:]], stdout=subprocess.DEVNULL)
 
 

@@ -40,6 +40,30 @@ def test_a_changed_spec_differs_from_the_one_kept() -> None:
     assert storage.fetch(body=changed) != storage.build(body=changed)
 
 
+def test_the_essence_is_kopfs_own_without_copying_what_it_drops() -> None:
+    raw = {
+        "apiVersion": "slipway.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {
+            "uid": "a",
+            "labels": {"team": "risk"},
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}", "slipway.dev/pause": "true"},
+            "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+        },
+        "spec": {"model": "churn", "strategy": {"canary": {"steps": [{"weight": 10}]}}},
+        "status": {"phase": "Progressing"},
+    }
+    storage = HandledInMemory()
+    essence = storage.build(body=kopf.Body(raw))
+    assert essence == kopf.DiffBaseStorage.build(storage, body=kopf.Body(raw))
+    assert essence == {
+        "spec": raw["spec"],
+        "metadata": {"labels": {"team": "risk"}, "annotations": {"slipway.dev/pause": "true"}},
+    }
+    essence["spec"]["strategy"]["canary"]["steps"][0]["weight"] = 50  # a copy, not the body's own
+    assert raw["spec"]["strategy"]["canary"]["steps"][0]["weight"] == 10
+
+
 def test_progress_is_stored_without_a_marker_and_purged_without_a_trace() -> None:
     storage = UnmarkedProgress(prefix="slipway.dev")
     target = body("a")

@@ -38,7 +38,7 @@ from .views import entries
 
 
 @kopf.index(*BATCH_PREDICTIONS.ref)
-def batch_predictions(
+async def batch_predictions(
     namespace: str | None, name: str, body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **_: Any
 ) -> Any:
     """The predictions as last seen, so RayJob events need no extra GET."""
@@ -53,7 +53,7 @@ def model_versions(memo: kopf.Memo, namespace: str, model: str) -> dict[str, Mod
 
 
 @kopf.index(*BATCH_PREDICTIONS.ref)
-def batch_predictions_by_model(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> Any:
+async def batch_predictions_by_model(namespace: str | None, name: str, spec: kopf.Spec, **_: Any) -> Any:
     return {(namespace, spec.get("model")): name}
 
 

@@ -18,7 +18,7 @@ from .views import entries
 
 
 @kopf.index(*MODEL_VERSIONS.ref)
-def model_versions(namespace: str | None, spec: kopf.Spec, **_: Any) -> Any:
+async def model_versions(namespace: str | None, spec: kopf.Spec, **_: Any) -> Any:
     """Versions by (namespace, model): what 'latest' and version numbers resolve against."""
     version = ModelVersionSpec.model_validate(dict(spec))
     return {(namespace, version.model): version}

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
 import kopf
@@ -38,6 +38,16 @@ class HandledInMemory(kopf.DiffBaseStorage):
     def __init__(self) -> None:
         super().__init__()
         self._essences: dict[str, str] = {}
+
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
+        """Kopf's essence, without first deep-copying the whole body (managedFields and status too)
+        only to drop most of it: Kopf builds one for every event of every watched object."""
+        if extra_fields:  # none of our handlers names fields outside the spec; if one does, Kopf's way
+            return super().build(body=body, extra_fields=extra_fields)
+        kept = {key: value for key, value in body.items() if key not in ("metadata", "status")}
+        metadata = body.get("metadata", {})
+        kept["metadata"] = {key: metadata[key] for key in ("labels", "annotations") if key in metadata}
+        return super().build(body=kopf.Body(cast(kopf.RawBody, kept)))
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
         found = self._essences.get(body.metadata.uid or "")

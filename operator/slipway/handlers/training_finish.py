@@ -172,10 +172,5 @@ def _register(
 
 
 def served_version(indexes: dict[str, Any], namespace: str, model: str) -> int | None:
-    """The stable version the model's deployment serves (the first deployment, if several)."""
-    for name in entries(indexes["deployments_by_model"], (namespace, model)):
-        for record in entries(indexes["deployments"], (namespace, name)):
-            stable = (record.status or {}).get("stableVersion")
-            if stable is not None:
-                return int(stable)
-    return None
+    """The stable version the model's deployment serves (the first indexed, if several)."""
+    return next(iter(entries(indexes["served_versions"], (namespace, model))), None)

@@ -25,7 +25,7 @@ from .views import entries
 
 
 @kopf.index(*TRAINING_RUNS.ref)
-def training_runs(
+async def training_runs(
     namespace: str | None, name: str, body: kopf.Body, spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, **_: Any
 ) -> Any:
     """The runs as last seen, so child events need no extra GET."""

@@ -30,7 +30,7 @@ TICK_SECONDS = 10.0
 
 
 @kopf.index(*TRAINING_RUNS.ref, labels={SCHEDULE_LABEL: kopf.PRESENT})
-def scheduled_runs(
+async def scheduled_runs(
     namespace: str | None, name: str, labels: kopf.Labels, meta: kopf.Meta, status: kopf.Status, **_: Any
 ) -> Any:
     """Each schedule's runs, as much of them as the trigger engine reads; a run being deleted is
