@@ -123,6 +123,16 @@ def generate(kind: str) -> list[dict[str, Any]]:
     return drawn
 
 
+def operator_log_ends(cluster: Cluster, chars: int = 4000) -> str:
+    """The start of the operator's log (start-up, peering, the first watches) and its end, for a
+    failure that only the log explains."""
+    log = cluster.operator_log()
+    if len(log) <= 2 * chars:
+        return f"\n--- the operator's log ---\n{log}"
+    head, tail = log[:chars], log[-chars:]
+    return f"\n--- the operator's log, first {chars} characters ---\n{head}\n--- last {chars} ---\n{tail}"
+
+
 def explained(kind: str, obj: dict[str, Any]) -> tuple[str, str] | None:
     """(phase, reason) once the object's status explains its current generation, else None."""
     status = obj.get("status") or {}
@@ -260,7 +270,11 @@ def test_fuzzed_specs_end_explained_without_crash_or_hot_loop(audited: Cluster) 
     try:
         wait_for(settled, timeout=SETTLE_S, interval=1, what="every accepted spec explained")
     except AssertionError:
-        pytest.fail(f"{len(left)} accepted specs not explained after {SETTLE_S}s:\n" + "\n".join(left[:20]))
+        pytest.fail(
+            f"{len(left)} of {sum(map(len, accepted.values()))} accepted specs not explained after {SETTLE_S}s:\n"
+            + "\n".join(left[:20])
+            + operator_log_ends(cluster)
+        )
     # A second version of every model a deployment serves: each one on `latest` now rolls it out
     # with its generated strategy (steps, pauses, analysis against the closed port).
     rolling = next_versions(cluster, [get("ModelDeployment", ns, name) for ns, name in accepted["ModelDeployment"]])
@@ -281,7 +295,11 @@ def test_fuzzed_specs_end_explained_without_crash_or_hot_loop(audited: Cluster) 
     try:
         wait_for(lambda: not taken_up() or None, timeout=SETTLE_S, interval=1, what="new versions taken up")
     except AssertionError:
-        pytest.fail("deployments that never took up their model's new version:\n" + "\n".join(taken_up()[:20]))
+        pytest.fail(
+            "deployments that never took up their model's new version:\n"
+            + "\n".join(taken_up()[:20])
+            + operator_log_ends(cluster)
+        )
     wait_for(settled, timeout=SETTLE_S, interval=1, what="every accepted spec explained, after the new versions")
     outcomes = {
         kind: Counter(explained(kind, get(kind, ns, name)) for ns, name in objs) for kind, objs in accepted.items()

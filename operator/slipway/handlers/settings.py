@@ -28,8 +28,16 @@ CONSISTENCY_TIMEOUT_S = 60
 WORKER_IDLE_S = 0.1
 
 
-@kopf.on.startup()
+# Start-up calls the API server (the peering, below). One refused or failed while the server, its
+# RBAC or its CRDs settle is tried again a few times; after that the operator exits, so a pod that
+# cannot work restarts where `kubectl get pods` shows it, instead of running and doing nothing.
+STARTUP_RETRIES = 6
+STARTUP_BACKOFF_S = 5
+
+
+@kopf.on.startup(retries=STARTUP_RETRIES, backoff=STARTUP_BACKOFF_S)
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Kopf's settings and the operator's own; safe to run again (Kopf retries it on an error)."""
     # Leader election: every replica joins one peering; the highest priority works, the rest
     # stand by. Priority is the start time, so a restarted or newly rolled-out replica takes
     # over at once instead of waiting for a dead peer's record to expire.
@@ -73,16 +81,17 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
     # Events for info and above reach `kubectl describe`.
     settings.posting.level = 20
 
-    metrics_port = os.environ.get("SLIPWAY_METRICS_PORT")
-    if metrics_port:
-        prometheus_client.start_http_server(int(metrics_port))
-    memo.kube = Kube.connect(pool_size=HANDLER_THREADS)
     # The platform team's defaults and routing (chart values), read once: a bad value stops start-up.
-    memo.defaults = OperatorDefaults.from_env(os.environ)
+    try:
+        memo.defaults = OperatorDefaults.from_env(os.environ)
+    except ValueError as error:
+        raise kopf.PermanentError(str(error)) from error
     memo.routing = Routing.parse(
         os.environ.get("SLIPWAY_GATEWAY", "slipway-system/slipway-gateway"),
         os.environ.get("SLIPWAY_INGRESS_DOMAIN", "example.com"),
     )
+    _serve_metrics(memo)
+    memo.kube = Kube.connect(pool_size=HANDLER_THREADS)
     memo.locks = defaultdict(threading.Lock)
     memo.written = {}  # uid -> the status we last wrote
     memo.written_at = {}  # uid -> the resourceVersion that write returned (reconcile.status.fresher_status)
@@ -92,6 +101,17 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
         _ensure_peering(memo.kube, logger)
         memo.peers = Peers(memo.kube, PEERING_NAME, settings.peering.priority)
         memo.peers.start()
+
+
+def _serve_metrics(memo: kopf.Memo) -> None:
+    """/metrics on SLIPWAY_METRICS_PORT, once: a retried start-up must not bind the port it holds."""
+    port = os.environ.get("SLIPWAY_METRICS_PORT")
+    if not port or memo.get("metrics_server") is not None:
+        return
+    try:
+        memo.metrics_server, _ = prometheus_client.start_http_server(int(port))
+    except (ValueError, OSError) as error:  # not a number, or the port is taken: no retry helps
+        raise kopf.PermanentError(f"SLIPWAY_METRICS_PORT: cannot serve metrics on {port!r}: {error}") from error
 
 
 def _ensure_peering(kube: Kube, logger: kopf.Logger) -> None:
