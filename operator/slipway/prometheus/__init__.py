@@ -12,10 +12,12 @@ from urllib3.util.retry import Retry
 
 from ..api.modeldeployment import AnalysisMetric, AnalysisResult
 from ..reconcile.analysis import (
+    NO_DATA,
     QueryContext,
     describe_breakdown,
     input_queries,
     judge,
+    no_data,
     render_breakdown,
     render_query,
 )
@@ -26,7 +28,7 @@ TIMEOUT_SECONDS = 5  # a slow Prometheus must not stall the rollout's other work
 def scalar(result: list[dict[str, object]]) -> tuple[float | None, str]:
     """The single value of an instant-query result, or why there is none."""
     if not result:
-        return None, "no data (no series, or no traffic in the window)"
+        return None, NO_DATA
     if len(result) > 1:
         return None, f"the query returned {len(result)} series; aggregate it to one (e.g. with sum)"
     value = result[0].get("value")
@@ -75,7 +77,8 @@ def measure(url: str, metrics: Sequence[AnalysisMetric], ctx: QueryContext, now:
 
     def one(metric: AnalysisMetric) -> AnalysisResult:
         try:
-            value, problem = scalar(client.custom_query(render_query(metric, ctx)))
+            result = client.custom_query(render_query(metric, ctx))
+            value, problem = scalar(result) if result else (None, no_data(metric))
         except Exception as error:  # unreachable, timeout, 4xx/5xx from a bad query: never a pass
             value, problem = None, failure(error)
         return judge(metric, value, problem, now, breakdown(metric) if value is not None else "")

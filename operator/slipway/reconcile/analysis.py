@@ -31,10 +31,22 @@ def _rate(metric: str, selector: str, window: str) -> str:
     return f"sum(rate({metric}{selector}[{window}]))"
 
 
+# Predictions each version needs in a window before their means are compared: the mean of a
+# handful is noise, not a shift (a canary's first window after a Prometheus restart held about six,
+# and an unchanged model measured a shift of 0.17). Fewer is Inconclusive, never a verdict.
+MIN_PREDICTIONS = 10
+
+
 def _mean_prediction(ctx: QueryContext, version: int | None) -> str:
     selector = _selector(ctx, version)
     total = _rate("slipway_prediction_value_sum", selector, ctx.window)
     return f"({total} / {_rate('slipway_prediction_value_count', selector, ctx.window)})"
+
+
+def _enough_predictions(ctx: QueryContext, version: int | None) -> str:
+    """Empty unless `version` made at least MIN_PREDICTIONS predictions in the window."""
+    count = f"sum(increase(slipway_prediction_value_count{_selector(ctx, version)}[{ctx.window}]))"
+    return f"({count} >= {MIN_PREDICTIONS})"
 
 
 def _latency(quantile: float, ctx: QueryContext) -> str:
@@ -47,6 +59,7 @@ def _input_psi(ctx: QueryContext) -> str:
     return f"max_over_time(slipway_input_psi{_selector(ctx, ctx.candidate)}[{ctx.window}])"
 
 
+NO_DATA = "no data (no series, or no traffic in the window)"
 TOP_FEATURES = 3  # features named in a feature-drift result's message
 
 
@@ -62,7 +75,9 @@ def render_query(metric: AnalysisMetric, ctx: QueryContext) -> str:
     if metric.name == "latency-p99":
         return _latency(0.99, ctx)
     if metric.name == "prediction-mean-shift":
-        return f"abs({_mean_prediction(ctx, ctx.candidate)} - {_mean_prediction(ctx, ctx.stable)})"
+        shift = f"abs({_mean_prediction(ctx, ctx.candidate)} - {_mean_prediction(ctx, ctx.stable)})"
+        enough = " and on() ".join(_enough_predictions(ctx, v) for v in (ctx.candidate, ctx.stable))
+        return f"{shift} and on() {enough}"
     if metric.name == "feature-drift":
         # The predictor exports a feature's PSI once its window holds enough rows (SLIPWAY_INPUT_MIN_ROWS):
         # until then there is no series, and the measurement is inconclusive.
@@ -75,6 +90,13 @@ def render_query(metric: AnalysisMetric, ctx: QueryContext) -> str:
     ):
         query = query.replace(placeholder, value)
     return query
+
+
+def no_data(metric: AnalysisMetric) -> str:
+    """Why a metric's query returned nothing, for an Inconclusive result's message."""
+    if metric.name == "prediction-mean-shift":
+        return f"no data (fewer than {MIN_PREDICTIONS} predictions of the candidate or the stable one in the window)"
+    return NO_DATA
 
 
 def render_breakdown(metric: AnalysisMetric, ctx: QueryContext) -> str | None:
@@ -99,7 +121,7 @@ def judge(metric: AnalysisMetric, value: float | None, problem: str, now: str, d
     """Passed, Failed or Inconclusive for one measurement (`problem` says why there is no value;
     `detail`, e.g. which features drift most, is added to the message of a judged value)."""
     if value is None or math.isnan(value) or math.isinf(value):
-        why = problem or "no data (no series, or no traffic in the window)"
+        why = problem or no_data(metric)
         return AnalysisResult(metric=metric.name, value=None, verdict="Inconclusive", message=why, time=now)
     value = round(value, 6)
     verdict: Literal["Passed", "Failed"] = "Passed"
