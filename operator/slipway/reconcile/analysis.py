@@ -32,8 +32,8 @@ def _rate(metric: str, selector: str, window: str) -> str:
 
 
 # Predictions each version needs in a window before their means are compared: the mean of a
-# handful is noise, not a shift (a canary's first window after a Prometheus restart held about six,
-# and an unchanged model measured a shift of 0.17). Fewer is Inconclusive, never a verdict.
+# handful is noise, not a shift (once in CI an unchanged model measured 0.17 right after a
+# Prometheus restart, whose first windows hold a second or two of traffic). Fewer is Inconclusive.
 MIN_PREDICTIONS = 10
 
 
