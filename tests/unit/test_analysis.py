@@ -80,7 +80,7 @@ def test_prediction_mean_shift_compares_the_candidate_with_the_stable_version() 
 def test_too_few_predictions_say_so_when_the_mean_shift_is_inconclusive() -> None:
     result = judge(metric("prediction-mean-shift", max=0.1), None, "", NOW)
     assert result.verdict == "Inconclusive"
-    assert result.message == ("no data (fewer than 10 predictions of the candidate or the stable one in the window)")
+    assert result.message == "no data (fewer than 10 predictions of the candidate or the stable one in the window)"
 
 
 def test_feature_drift_is_the_largest_psi_of_any_feature_and_pod_of_the_candidate() -> None:

@@ -25,10 +25,10 @@ from ..reconcile.analysis import (
 TIMEOUT_SECONDS = 5  # a slow Prometheus must not stall the rollout's other work
 
 
-def scalar(result: list[dict[str, object]]) -> tuple[float | None, str]:
-    """The single value of an instant-query result, or why there is none."""
+def scalar(result: list[dict[str, object]], empty: str = NO_DATA) -> tuple[float | None, str]:
+    """The single value of an instant-query result, or why there is none (`empty`: no series)."""
     if not result:
-        return None, NO_DATA
+        return None, empty
     if len(result) > 1:
         return None, f"the query returned {len(result)} series; aggregate it to one (e.g. with sum)"
     value = result[0].get("value")
@@ -77,8 +77,7 @@ def measure(url: str, metrics: Sequence[AnalysisMetric], ctx: QueryContext, now:
 
     def one(metric: AnalysisMetric) -> AnalysisResult:
         try:
-            result = client.custom_query(render_query(metric, ctx))
-            value, problem = scalar(result) if result else (None, no_data(metric))
+            value, problem = scalar(client.custom_query(render_query(metric, ctx)), no_data(metric))
         except Exception as error:  # unreachable, timeout, 4xx/5xx from a bad query: never a pass
             value, problem = None, failure(error)
         return judge(metric, value, problem, now, breakdown(metric) if value is not None else "")
